@@ -1,0 +1,127 @@
+"""Configuration: plain sub-configs and the process settings (pydantic-settings). No torch here.
+
+Every knob is read from the environment with the prefix `FACTPATCH_` (nested fields with `__`:
+`FACTPATCH_GUARD__MAX_LOCALITY_CHANGED=0.25`, `FACTPATCH_EDITORS__FT__STEPS=8`), from a `.env`
+file, or passed to `Settings(...)` directly (tests do that). Nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+Role = Literal["reader", "editor", "operator"]
+
+
+class LimitsConfig(BaseModel):
+    """Bounds on what one request may ask; violations are 422s that name the field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_prompt_chars: int = Field(1000, description="Longest prompt, rephrase or locality prompt (characters).")
+    max_target_chars: int = Field(200, description="Longest edit target (characters).")
+    max_subject_chars: int = Field(200, description="Longest subject (characters).")
+    max_probes: int = Field(16, description="Most rephrases and most locality prompts per edit.")
+    max_batch: int = Field(64, description="Most edits in one POST /v1/edits.")
+    max_new_tokens: int = Field(256, description="Most tokens one /v1/generate may ask for.")
+    max_candidates: int = Field(32, description="Most candidates in one /v1/score.")
+    max_wait: float = Field(60.0, description="Longest ?wait= in seconds.")
+    max_prompt_tokens: int = Field(512, description="Longest tokenised prompt + target the worker accepts.")
+    max_queue: int = Field(10000, description="Most commands waiting; beyond it POSTs get 503.")
+    max_metadata_bytes: int = Field(4096, description="Largest metadata object (JSON bytes).")
+
+
+class GuardConfig(BaseModel):
+    """The writer's cheap acceptance check around every edit batch."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="Run the guard at all.")
+    max_locality_changed: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Reject a batch when more than this share of its locality prompts change their greedy answer.",
+    )
+    locality_tokens: int = Field(6, ge=1, description="Greedy tokens compared per locality prompt.")
+    canaries: list[str] = Field(
+        default_factory=list, description="Prompts checked for every batch in addition to the edits' own locality."
+    )
+
+
+class LogConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    snapshot_every: int = Field(25, ge=1, description="Store a snapshot of the edited tensors every K revisions.")
+
+
+class WriterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_batch_edits: int = Field(
+        16, ge=1, description="Most queued edits applied together as one revision (sequential batch editing)."
+    )
+    heartbeat_seconds: float = Field(2.0, gt=0, description="How often a worker announces itself.")
+
+
+class Settings(BaseSettings):
+    """The settings of every factpatch process. Unknown FACTPATCH_ variables are ignored."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FACTPATCH_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    model: str = Field(DEFAULT_MODEL, description="Hugging Face id, local folder, .gguf file, or the default alias.")
+    data_dir: Path = Field(Path.home() / ".factpatch", description="Model cache, SQLite log and artifacts.")
+    editor: str | None = Field(None, description="Editor name; unset picks the best one available.")
+    database_url: str | None = Field(None, description="sqlite:///path or postgresql://…; unset = SQLite in data_dir.")
+    redis_url: str | None = Field(None, description="redis://…; unset = embedded mode (one process).")
+    host: str = Field("127.0.0.1", description="Address `serve`/`api` listen on.")
+    port: int = Field(8000, description="Port `serve`/`api` listen on.")
+    device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:1, …")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Serving dtype; auto = bfloat16 on CUDA, float32 on CPU."
+    )
+    seed: int = Field(0, description="Seed for sampled generation and editor initialisation.")
+    api_keys: dict[str, Role] = Field(
+        default_factory=dict, description='Bearer keys and their roles, JSON: {"key": "operator"}; empty = no auth.'
+    )
+    query_timeout: float = Field(30.0, gt=0, description="Seconds a query waits for a worker.")
+    worker_id: str | None = Field(None, description="Name of this worker; default host-pid.")
+    log_level: str = Field("INFO", description="Logging level of the process.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    writer: WriterConfig = Field(default_factory=WriterConfig)
+    editors: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-editor config overrides, e.g. FACTPATCH_EDITORS__FT__STEPS=8."
+    )
+
+    def sqlite_path(self) -> Path:
+        """The SQLite database file this configuration uses."""
+        url = self.database_url
+        if url is None:
+            return self.data_dir / "log.sqlite3"
+        if url.startswith("sqlite:///"):
+            return Path(url.removeprefix("sqlite:///"))
+        raise ValueError(f"not a SQLite URL: {url}")
+
+    def uses_postgres(self) -> bool:
+        return bool(self.database_url and self.database_url.startswith(("postgresql://", "postgres://")))
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration with secrets hidden, for the start-up log line."""
+        data = self.model_dump(mode="json")
+        data["api_keys"] = {"***": role for role in self.api_keys.values()}
+        for key in ("database_url", "redis_url"):
+            if data.get(key) and "@" in data[key]:
+                scheme, rest = data[key].split("://", 1)
+                data[key] = f"{scheme}://***@{rest.split('@', 1)[1]}"
+        return data

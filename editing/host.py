@@ -1,0 +1,217 @@
+"""ModelHost: the resident model, its tokenizer, and the fp32 masters of the tensors editors change.
+
+Editors never write parameters directly: they call `set_master`, which keeps an fp32 copy and
+writes `cast(master)` into the served parameter. Undo restores saved masters; nothing is ever
+subtracted. All model access from several threads goes through `lock`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from editing.errors import PromptTooLongError, TargetNotFoundError
+
+logger = logging.getLogger(__name__)
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
+    if spec == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[spec]
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """Prompt + continuation pairs, right-padded. `labels[b, j]` is the token predicted at j-1."""
+
+    input_ids: Tensor  # (B, L)
+    attention_mask: Tensor  # (B, L)
+    labels: Tensor  # (B, L), -100 outside continuations
+
+    @property
+    def target_mask(self) -> Tensor:
+        """(B, L-1): positions whose next-token prediction is a continuation token."""
+        return self.labels[:, 1:] != -100
+
+
+class ModelHost:
+    """A causal LM kept resident for editing and serving."""
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        tokenizer: Any,
+        model_id: str,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        self.device = device or next(model.parameters()).device
+        self.dtype = dtype or next(model.parameters()).dtype
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        for param in self.model.parameters():
+            param.requires_grad_(False)
+        self.tokenizer = tokenizer
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model_id = model_id
+        self.lock = threading.RLock()
+        self._masters: dict[str, Tensor] = {}
+        self._base: dict[str, Tensor] = {}
+
+    # ---- tracked parameters ------------------------------------------------------------------
+    def parameter(self, name: str) -> nn.Parameter:
+        """The served parameter called `name` (dotted path); a clear error when it does not exist."""
+        module_name, _, attr = name.rpartition(".")
+        try:
+            module = self.model.get_submodule(module_name)
+        except AttributeError:
+            raise TargetNotFoundError(f"the model has no module {module_name!r}") from None
+        param = getattr(module, attr, None)
+        if not isinstance(param, nn.Parameter):
+            raise TargetNotFoundError(f"{module_name!r} has no parameter {attr!r}")
+        return param
+
+    def track(self, names: Sequence[str]) -> None:
+        """Keep fp32 masters (and pristine base copies) of these parameters."""
+        for name in names:
+            if name in self._masters:
+                continue
+            master = self.parameter(name).detach().to(torch.float32).clone()
+            self._masters[name] = master
+            self._base[name] = master.clone()
+
+    @property
+    def tracked(self) -> list[str]:
+        return list(self._masters)
+
+    def master(self, name: str) -> Tensor:
+        return self._masters[name]
+
+    def masters(self) -> dict[str, Tensor]:
+        """Copies of every master, e.g. for an undo record or a snapshot."""
+        return {name: t.clone() for name, t in self._masters.items()}
+
+    def set_master(self, name: str, value: Tensor) -> None:
+        """Replace a master (fp32) and write its cast into the served parameter."""
+        assert value.dtype == torch.float32 and value.shape == self._masters[name].shape
+        self._masters[name] = value.to(self.device)
+        with torch.no_grad():
+            self.parameter(name).copy_(self._masters[name].to(self.dtype))
+
+    def set_masters(self, values: dict[str, Tensor]) -> None:
+        for name, value in values.items():
+            self.set_master(name, value.to(torch.float32))
+
+    def reset_to_base(self) -> None:
+        self.set_masters({name: t.clone() for name, t in self._base.items()})
+
+    def checksum(self, extra: dict[str, Tensor] | None = None) -> str:
+        """sha256 over the served tracked tensors and `extra` (editor state), in name order."""
+        digest = hashlib.sha256()
+        items = {f"param:{n}": self.parameter(n) for n in self._masters}
+        items.update({f"state:{k}": v for k, v in (extra or {}).items()})
+        for key in sorted(items):
+            tensor = items[key].detach().contiguous().cpu()
+            digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+    # ---- tokenisation ------------------------------------------------------------------------
+    def encode_prompt(self, prompt: str) -> list[int]:
+        return list(self.tokenizer(prompt.rstrip(), add_special_tokens=True)["input_ids"])
+
+    def encode_continuation(self, text: str) -> list[int]:
+        """A continuation's tokens, scored after a leading space."""
+        return list(self.tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"])
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]], *, max_tokens: int | None = None) -> TokenBatch:
+        rows = []
+        for prompt, target in pairs:
+            ids_p, ids_t = self.encode_prompt(prompt), self.encode_continuation(target)
+            if max_tokens is not None and len(ids_p) + len(ids_t) > max_tokens:
+                raise PromptTooLongError(
+                    f"prompt and target are {len(ids_p) + len(ids_t)} tokens; the limit is {max_tokens}",
+                    field="prompt",
+                )
+            rows.append((ids_p + ids_t, [-100] * len(ids_p) + ids_t))
+        width = max(len(ids) for ids, _ in rows)
+        pad = int(self.tokenizer.pad_token_id)
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        for i, (ids, lab) in enumerate(rows):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            mask[i, : len(ids)] = 1
+            labels[i, : len(lab)] = torch.tensor(lab)
+        return TokenBatch(input_ids.to(self.device), mask.to(self.device), labels.to(self.device))
+
+    # ---- forward helpers ---------------------------------------------------------------------
+    def logits(self, batch: TokenBatch, **kwargs: Any) -> Tensor:
+        """(B, L, V) logits in fp32."""
+        out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+        return out.logits.float()
+
+    @staticmethod
+    def token_logprobs(logits: Tensor, batch: TokenBatch) -> Tensor:
+        """(B, L-1) log-probability of each label token; zero where there is no label."""
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, L-1, V)
+        labels = batch.labels[:, 1:].clamp(min=0)  # (B, L-1)
+        picked = logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+        return picked * batch.target_mask
+
+    @torch.no_grad()
+    def score(self, prompt: str, candidates: Sequence[str]) -> list[tuple[float, int]]:
+        """(sum of log-probs, token count) of each candidate after `prompt` and a leading space."""
+        batch = self.encode_pairs([(prompt, c) for c in candidates])
+        per_token = self.token_logprobs(self.logits(batch), batch)
+        counts = batch.target_mask.sum(dim=1)
+        return [(float(s), int(n)) for s, n in zip(per_token.sum(dim=1), counts, strict=True)]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 16,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> str:
+        """Greedy when temperature is 0, else sampled (seeded when `seed` is given)."""
+        ids = torch.tensor([self.encode_prompt(prompt)], device=self.device)
+        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0}
+        if temperature > 0:
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+            if seed is not None:
+                torch.manual_seed(seed)
+        out = self.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            pad_token_id=self.tokenizer.pad_token_id,
+            **kwargs,
+        )
+        return str(self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+
+    def greedy(self, prompts: Sequence[str], *, max_new_tokens: int) -> list[str]:
+        return [self.generate(p, max_new_tokens=max_new_tokens) for p in prompts]

@@ -1,0 +1,12 @@
+"""The edit log: accepted requests, revisions, snapshots and content-addressed blobs. No torch.
+
+`EditLog` is the interface; `SqliteEditLog` is the embedded implementation (WAL,
+synchronous=FULL) and `open_log(settings)` picks the implementation a configuration asks for.
+"""
+
+from editing.log.base import BlobStore, EditLog
+from editing.log.blobs import FileBlobStore, MemoryBlobStore
+from editing.log.factory import open_log
+from editing.log.sqlite import SqliteEditLog
+
+__all__ = ["BlobStore", "EditLog", "FileBlobStore", "MemoryBlobStore", "SqliteEditLog", "open_log"]
