@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from torch import Tensor
 
 from editing.errors import NonFiniteDeltaError
@@ -31,8 +30,7 @@ class EditArtifact:
             "factpatch.version": self.version,
             "factpatch.meta": json.dumps(self.meta, sort_keys=True),
         }
-        tensors = {name: t.detach().contiguous().cpu() for name, t in self.tensors.items()}
-        return bytes(st_save(tensors, metadata=metadata))
+        return tensors_to_bytes(self.tensors, metadata)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EditArtifact:
@@ -60,9 +58,33 @@ def _metadata(data: bytes) -> dict[str, str]:
     return dict(header.get("__metadata__", {}))
 
 
+_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
 def tensors_to_bytes(tensors: dict[str, Tensor], meta: dict[str, str] | None = None) -> bytes:
-    """Plain safetensors bytes (snapshots)."""
-    return bytes(st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=meta))
+    """Safetensors bytes with a canonical header (sorted keys), so equal content gives equal bytes.
+
+    The safetensors library orders metadata arbitrarily; content addressing needs determinism.
+    """
+    header: dict[str, Any] = {}
+    chunks: list[bytes] = []
+    offset = 0
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().contiguous().cpu()
+        raw = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        header[name] = {"dtype": _DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+    if meta:
+        header["__metadata__"] = dict(meta)
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + b"".join(chunks)
 
 
 def tensors_from_bytes(data: bytes) -> dict[str, Tensor]:

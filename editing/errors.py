@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from editing.protocol import Problem
+
 
 class EditingError(Exception):
     """Base of every error factpatch raises on purpose."""
@@ -133,3 +135,56 @@ class JobTimeoutError(EditingError):
 
 class ReplayMismatchError(EditingError):
     code = "replay_mismatch"
+
+
+# (class, HTTP status, title); the most specific class in an exception's MRO wins.
+STATUS_TABLE: tuple[tuple[type[EditingError], int, str], ...] = (
+    (PromptTooLongError, 422, "Prompt too long"),
+    (UnknownEditorError, 422, "Unknown editor"),
+    (TargetNotFoundError, 422, "Target module not found"),
+    (InvalidDatasetError, 422, "Invalid dataset"),
+    (CheckpointMismatchError, 422, "Checkpoint does not match the model"),
+    (InvalidEditError, 422, "Invalid edit"),
+    (EditNotFoundError, 404, "Edit not found"),
+    (RollbackNotFoundError, 404, "Rollback not found"),
+    (RevisionNotFoundError, 404, "Revision not found"),
+    (NotFoundError, 404, "Not found"),
+    (IdempotencyKeyReusedError, 409, "Idempotency key reused"),
+    (AlreadyRolledBackError, 409, "Already rolled back"),
+    (LogMismatchError, 409, "Edit log mismatch"),
+    (FencedWriterError, 409, "Writer fenced"),
+    (ConflictError, 409, "Conflict"),
+    (NonFiniteDeltaError, 422, "Non-finite edit"),
+    (GuardFailedError, 422, "Edit rejected by the guard"),
+    (EditRejectedError, 422, "Edit rejected"),
+    (RevisionNotReachedError, 503, "Revision not reached"),
+    (QueueFullError, 503, "Queue full"),
+    (WorkerUnavailableError, 503, "No worker available"),
+    (UnavailableError, 503, "Unavailable"),
+    (JobTimeoutError, 504, "Job timed out"),
+    (ReplayMismatchError, 500, "Replay mismatch"),
+)
+
+
+def status_and_title(exc: BaseException) -> tuple[int, str]:
+    """HTTP status and title of an exception (500 for anything not an EditingError)."""
+    table = {cls: (status, title) for cls, status, title in STATUS_TABLE}
+    for cls in type(exc).__mro__:
+        if cls in table:
+            return table[cls]  # type: ignore[index]
+    return 500, "Internal error"
+
+
+def to_problem(exc: BaseException) -> Problem:
+    """The problem document a worker stores for a failed request (no stack traces)."""
+    status, title = status_and_title(exc)
+    if isinstance(exc, EditingError):
+        slug = exc.code.replace("_", "-")
+        return Problem(type=f"/problems/{slug}", title=title, status=status, detail=exc.detail, code=exc.code,
+                       **_jsonable(exc.extra))
+    return Problem(type="/problems/internal-error", title=title, status=500,
+                   detail=f"the worker failed ({type(exc).__name__}); see its log", code="internal_error")
+
+
+def _jsonable(extra: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in extra.items() if isinstance(v, str | int | float | bool | list | dict | None)}

@@ -1,7 +1,9 @@
 """The edit log: accepted requests, revisions, snapshots and content-addressed blobs. No torch.
 
 `EditLog` is the interface; `SqliteEditLog` is the embedded implementation (WAL,
-synchronous=FULL) and `open_log(settings)` picks the implementation a configuration asks for.
+synchronous=FULL), `editing.log.postgres.PostgresEditLog` the shared one (psycopg 3, blobs in
+the database, imported only for `postgresql://` URLs), and `open_log(settings)` picks the
+implementation a configuration asks for.
 """
 
 from editing.log.base import BlobStore, EditLog

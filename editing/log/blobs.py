@@ -15,6 +15,13 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def check_sha(sha: str) -> str:
+    """`sha` if it is a blob id (64 lowercase hex digits); NotFoundError otherwise."""
+    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise NotFoundError(f"not a blob id: {sha!r}")
+    return sha
+
+
 class FileBlobStore:
     """Write to a temp file, fsync, rename, fsync the folder: a blob exists whole or not at all."""
 
@@ -23,8 +30,7 @@ class FileBlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, sha: str) -> Path:
-        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-            raise NotFoundError(f"not a blob id: {sha!r}")
+        check_sha(sha)
         return self.root / sha[:2] / sha[2:]
 
     def put(self, data: bytes) -> str:
@@ -73,12 +79,12 @@ class MemoryBlobStore:
 
     def get(self, sha: str) -> bytes:
         try:
-            return self._data[sha]
+            return self._data[check_sha(sha)]
         except KeyError:
             raise NotFoundError(f"blob {sha} is missing") from None
 
     def has(self, sha: str) -> bool:
-        return sha in self._data
+        return check_sha(sha) in self._data
 
 
 def _fsync_dir(path: Path) -> None:

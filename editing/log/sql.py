@@ -229,7 +229,9 @@ class SqlEditLog:
         if cursor is not None:
             where.append("seq < ?")
             params.append(cursor)
-        text = f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
+        text = (
+            f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
+        )
         rows = self._query(text, [*params, limit + 1])
         items = [_command(r) for r in rows[:limit]]
         next_cursor = items[-1].seq if len(rows) > limit else None
@@ -246,11 +248,21 @@ class SqlEditLog:
         rows = self._query("SELECT COUNT(*) FROM commands WHERE status IN ('queued', 'applying')")
         return int(rows[0][0])
 
+    def count_commands(self, *, kind: CommandKind, status: CommandStatus | None = None) -> int:
+        """How many requests of one kind the log holds, optionally only those in one status."""
+        if status is None:
+            rows = self._query("SELECT COUNT(*) FROM commands WHERE kind = ?", (kind,))
+        else:
+            rows = self._query("SELECT COUNT(*) FROM commands WHERE kind = ? AND status = ?", (kind, status))
+        return int(rows[0][0])
+
     def mark_applying(self, command_ids: Sequence[str]) -> None:
         with self._tx() as cur:
             for command_id in command_ids:
                 self._exec(
-                    cur, "UPDATE commands SET status = 'applying' WHERE id = ? AND status = 'queued'", (command_id,)
+                    cur,
+                    "UPDATE commands SET status = 'applying' WHERE id = ? AND status = 'queued'",
+                    (command_id,),
                 )
 
     def finish(self, outcomes: Sequence[CommandOutcome], *, epoch: int | None = None) -> None:
@@ -266,8 +278,8 @@ class SqlEditLog:
             error = out.error.model_dump_json() if out.error is not None else None
             self._exec(
                 cursor,
-                "UPDATE commands SET status = ?, revision = COALESCE(?, revision), report = COALESCE(?, report), "
-                "error = ?, applied_at = COALESCE(?, applied_at) WHERE id = ?",
+                "UPDATE commands SET status = ?, revision = COALESCE(?, revision), "
+                "report = COALESCE(?, report), error = ?, applied_at = COALESCE(?, applied_at) WHERE id = ?",
                 (out.status, out.revision, report, error, applied_at, out.id),
             )
 
@@ -279,12 +291,18 @@ class SqlEditLog:
         with self._tx() as cur:
             self._check_epoch(cur, epoch)
             self._refuse_resolved(cur, revision)
-            self._exec(cur, "SELECT MAX(revision) FROM revisions")
-            number = int(cur.fetchone()[0]) + 1
+            number = self._next_revision(cur)
             record = self._insert_revision(cur, revision, number=number)
             fixed = [_stamp(o, number) for o in outcomes]
             self._write_outcomes(cur, fixed, record.created_at)
             return record
+
+    def _next_revision(self, cursor: Any) -> int:
+        self._exec(cursor, "SELECT MAX(revision) FROM revisions")
+        head = cursor.fetchone()[0]
+        if head is None:
+            raise RevisionNotFoundError("the log has no revision 0 yet: call init_lineage first")
+        return int(head) + 1
 
     def _refuse_resolved(self, cursor: Any, revision: NewRevision) -> None:
         if revision.command_id is None:
@@ -333,7 +351,8 @@ class SqlEditLog:
 
     def revisions_between(self, first: int, last: int) -> list[RevisionRecord]:
         rows = self._query(
-            f"SELECT {_REVISION_COLUMNS} FROM revisions WHERE revision >= ? AND revision <= ? ORDER BY revision",
+            f"SELECT {_REVISION_COLUMNS} FROM revisions "
+            "WHERE revision >= ? AND revision <= ? ORDER BY revision",
             (first, last),
         )
         return [_revision(r) for r in rows]

@@ -14,9 +14,9 @@ class FTConfig(EditorConfig):
     layer_fraction: float = Field(0.66, ge=0.0, le=1.0, description="Relative depth of the tuned block.")
     projection: Literal["gate_proj", "up_proj", "down_proj"] = Field("down_proj", description="MLP projection.")
     steps: int = Field(25, ge=1, le=1000, description="Most optimisation steps per batch.")
-    lr: float = Field(2e-3, gt=0, description="Adam learning rate.")
+    lr: float = Field(5e-3, gt=0, description="Adam learning rate.")
     norm_constraint: float = Field(
-        2e-3, gt=0, description="Bound on every entry of the change (L-infinity), as in FT-L."
+        5e-3, gt=0, description="Bound on every entry of the change (L-infinity), as in FT-L."
     )
     stop_loss: float = Field(0.05, ge=0, description="Stop once the mean target NLL is below this.")
     seed: int = Field(0, description="Seed (the optimisation is deterministic; kept for the record).")

@@ -1,0 +1,107 @@
+"""Shared fixtures: a clean FACTPATCH_ environment, a tiny model host, test settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Editor configs that make edits land on the tiny model within a second (the defaults are tuned
+# for SmolLM2). Editors not listed here run with their defaults.
+TINY_EDITOR_CONFIGS: dict[str, dict[str, Any]] = {
+    "ft": {"steps": 40, "lr": 2e-2, "norm_constraint": 1.0, "layer_fraction": 0.0},
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No FACTPATCH_ variable from the developer's shell leaks into a test."""
+    keep = ("FACTPATCH_REQUIRE_POSTGRES", "FACTPATCH_TEST_DATABASE_URL")
+    for key in list(os.environ):
+        if key.startswith("FACTPATCH_") and key not in keep:
+            monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny import save_tiny
+
+    return save_tiny(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture()
+def tiny_host() -> Iterator[Any]:
+    from editing.host import ModelHost
+    from tests.tiny import tiny_model, tiny_tokenizer
+
+    yield ModelHost(model=tiny_model(), tokenizer=tiny_tokenizer(), model_id="tiny")
+
+
+@pytest.fixture()
+def tiny_settings(tmp_path: Path, tiny_model_dir: Path) -> Any:
+    from editing.config import Settings
+
+    return Settings(
+        model=str(tiny_model_dir),
+        data_dir=tmp_path / "data",
+        editor="ft",
+        editors=TINY_EDITOR_CONFIGS,
+        guard={"max_locality_changed": 1.0},
+        log={"snapshot_every": 3},
+        query_timeout=10.0,
+    )
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+# `postgres_url`: a reachable server (FACTPATCH_TEST_DATABASE_URL, else 127.0.0.1:5432/test as
+# `postgres` or `root`); unreachable means skip, or fail when FACTPATCH_REQUIRE_POSTGRES=1 (CI).
+# `postgres_schema`: a fresh schema name for one test, dropped (CASCADE) afterwards.
+
+_DEFAULT_POSTGRES_URLS = (
+    "postgresql://postgres@127.0.0.1:5432/test",
+    "postgresql://root@127.0.0.1:5432/test",
+)
+
+
+def _reachable_postgres() -> tuple[str | None, str]:
+    """The first URL that answers `SELECT 1`, or None and why none did."""
+    try:
+        import psycopg
+    except ImportError:
+        return None, "psycopg is not installed (pip install 'psycopg[binary]')"
+    configured = os.environ.get("FACTPATCH_TEST_DATABASE_URL")
+    errors: list[str] = []
+    for url in (configured,) if configured else _DEFAULT_POSTGRES_URLS:
+        try:
+            with psycopg.connect(url, connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+            return url, ""
+        except psycopg.Error as exc:
+            errors.append(f"{url.split('@')[-1]}: {' '.join(str(exc).split())}")
+    return None, "PostgreSQL unreachable (" + "; ".join(errors) + ")"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    url, reason = _reachable_postgres()
+    if url is not None:
+        return url
+    if os.environ.get("FACTPATCH_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"FACTPATCH_REQUIRE_POSTGRES=1 but {reason}")
+    pytest.skip(f"{reason}; set FACTPATCH_TEST_DATABASE_URL to run the postgres tests")
+
+
+@pytest.fixture
+def postgres_schema(postgres_url: str) -> Iterator[str]:
+    """A unique schema name for one test; the schema (created by the code under test) is dropped."""
+    import uuid
+
+    import psycopg
+
+    name = f"fp_test_{uuid.uuid4().hex[:16]}"
+    yield name
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')

@@ -1,0 +1,46 @@
+"""What every writer handler receives: the model state, the log and the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from editing.config import Settings
+from editing.editors.base import Editor
+from editing.host import ModelHost
+from editing.log import EditLog
+from editing.protocol import CommandOutcome, NewRevision, RevisionRecord
+from workers.state import ModelState
+
+
+@dataclass
+class WriterContext:
+    state: ModelState
+    log: EditLog
+    settings: Settings
+    worker_id: str
+    epoch: int | None = None
+
+    @property
+    def host(self) -> ModelHost:
+        return self.state.host
+
+    @property
+    def editor(self) -> Editor:
+        return self.state.editor
+
+    def commit(self, revision: NewRevision, outcomes: list[CommandOutcome]) -> RevisionRecord:
+        """Append a revision (the model already holds its state) and advance the state."""
+        record = self.log.append_revision(revision, outcomes, epoch=self.epoch)
+        self.state.set_revision(record.revision, record.checksum)
+        if record.revision % self.settings.log.snapshot_every == 0:
+            self.state.save_snapshot()
+        return record
+
+    def new_revision(self, **fields: object) -> NewRevision:
+        return NewRevision(
+            checksum=self.state.compute_checksum(),
+            actor=self.worker_id,
+            editor=self.editor.name,
+            editor_version=self.editor.version,
+            **fields,  # type: ignore[arg-type]
+        )

@@ -1,0 +1,91 @@
+"""Assemble a worker from settings: model host, editor, state, writer, query server, heartbeats."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+
+from editing.config import Settings
+from editing.host import ModelHost
+from editing.loading import load_host
+from editing.log import EditLog
+from editing.queue import Transport
+from editing.registry import build_editor
+from workers.context import WriterContext
+from workers.heartbeat import run_heartbeats, worker_info
+from workers.queries import QueryServer
+from workers.state import ModelState
+from workers.writer import Writer
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EDITOR = "ft"
+
+
+def choose_editor(settings: Settings) -> str:
+    """The configured editor, else the default one."""
+    return settings.editor or DEFAULT_EDITOR
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class WriterRuntime:
+    """One writer process's moving parts; `start()` rebuilds state and launches the loops."""
+
+    state: ModelState
+    writer: Writer
+    queries: QueryServer
+    transport: Transport
+    settings: Settings
+    worker_id: str
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.writer.start()
+        every = self.settings.writer.heartbeat_seconds
+        loops = {
+            "writer": lambda: self.writer.run(self.stop_event),
+            "queries": lambda: self.queries.run(self.stop_event),
+            "heartbeat": lambda: run_heartbeats(
+                self.stop_event, transport=self.transport, every=every,
+                info=lambda: worker_info(worker_id=self.worker_id, role="writer", state=self.state),
+            ),
+        }
+        for name, target in loops.items():
+            thread = threading.Thread(target=target, name=f"factpatch-{name}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        logger.info("writer %s ready at revision %d", self.worker_id, self.state.revision)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the current command, then stop every loop."""
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(timeout)
+
+
+def build_writer(
+    settings: Settings, *, log: EditLog, transport: Transport, host: ModelHost | None = None
+) -> WriterRuntime:
+    host = host or load_host(settings)
+    name = choose_editor(settings)
+    editor = build_editor(name, host=host, overrides=settings.editors.get(name))
+    state = ModelState(host=host, editor=editor, log=log)
+    worker_id = settings.worker_id or default_worker_id()
+    ctx = WriterContext(state=state, log=log, settings=settings, worker_id=worker_id)
+    return WriterRuntime(
+        state=state,
+        writer=Writer(ctx=ctx, transport=transport),
+        queries=QueryServer(state=state, transport=transport, worker_id=worker_id,
+                            max_wait=max(settings.query_timeout - 1.0, 0.1)),
+        transport=transport,
+        settings=settings,
+        worker_id=worker_id,
+    )
