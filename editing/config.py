@@ -80,6 +80,7 @@ class Settings(BaseSettings):
 
     model: str = Field(DEFAULT_MODEL, description="Hugging Face id, local folder, .gguf file, or the default alias.")
     data_dir: Path = Field(Path.home() / ".factpatch", description="Model cache, SQLite log and artifacts.")
+    models_dir: Path | None = Field(None, description="Cache of downloaded/converted models; unset = data_dir/models.")
     editor: str | None = Field(None, description="Editor name; unset picks the best one available.")
     database_url: str | None = Field(None, description="sqlite:///path or postgresql://…; unset = SQLite in data_dir.")
     redis_url: str | None = Field(None, description="redis://…; unset = embedded mode (one process).")
@@ -103,6 +104,9 @@ class Settings(BaseSettings):
     editors: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-editor config overrides, e.g. FACTPATCH_EDITORS__FT__STEPS=8."
     )
+
+    def model_cache(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
 
     def sqlite_path(self) -> Path:
         """The SQLite database file this configuration uses."""

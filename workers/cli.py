@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import pkgutil
-import sys
 from collections.abc import Sequence
 
 
 def configure_logging(level: str) -> None:
-    """The one place a factpatch process configures logging."""
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
+    """The one place a factpatch process configures logging (request ids on every line)."""
+    from service.main import configure_logging as configure
+
+    configure(level)
 
 
 def build_parser() -> argparse.ArgumentParser:

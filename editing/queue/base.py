@@ -57,10 +57,17 @@ class WorkerRegistry(Protocol):
 
 
 class Transport(Protocol):
-    commands: CommandQueue
-    queries: QueryBus
-    events: Events
-    registry: WorkerRegistry
+    @property
+    def commands(self) -> CommandQueue: ...
+
+    @property
+    def queries(self) -> QueryBus: ...
+
+    @property
+    def events(self) -> Events: ...
+
+    @property
+    def registry(self) -> WorkerRegistry: ...
 
     def ping(self) -> bool: ...
 

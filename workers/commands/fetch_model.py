@@ -20,6 +20,6 @@ def run(args: argparse.Namespace) -> int:
 
     settings = Settings()
     configure_logging(settings.log_level)
-    path, _ = resolve_model(args.model or settings.model, settings.data_dir)
+    path, _ = resolve_model(args.model or settings.model, settings.model_cache())
     logger.info("model ready at %s", path)
     return 0

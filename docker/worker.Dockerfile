@@ -1,0 +1,18 @@
+# GPU worker: CUDA runtime + torch + transformers. The model is fetched into /data on first start.
+FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
+ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3.11 python3.11-venv python3-pip curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3.11 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /app
+RUN pip install --no-cache-dir "torch==2.13.0" --index-url https://download.pytorch.org/whl/cu124
+COPY pyproject.toml README.md ./
+COPY editing ./editing
+COPY service ./service
+COPY workers ./workers
+RUN pip install --no-cache-dir ".[service,worker]"
+ENV FACTPATCH_DATA_DIR=/data
+VOLUME ["/data"]
+CMD ["factpatch", "serve", "--host", "0.0.0.0", "--port", "8000"]

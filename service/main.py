@@ -1,0 +1,142 @@
+"""The app factory. Run the API alone with `uvicorn --factory service.main:create_app` (needs
+`FACTPATCH_REDIS_URL`), or in-process next to a writer through `factpatch serve`.
+
+Nothing happens at import time. The only place in `service/` that configures logging is
+`configure_logging`, called by `create_app` only when it builds its own settings (the uvicorn
+factory path); callers that pass settings configure logging themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
+
+from anyio import CapacityLimiter
+from fastapi import FastAPI
+
+from editing.config import Settings
+from editing.log import EditLog, open_log
+from editing.queue import Transport
+from service.auth import KeyRing
+from service.metrics import HttpMetrics
+from service.middleware import MetricsMiddleware, RequestIdFilter, RequestIdMiddleware
+from service.problems import register_problem_handlers
+from service.routers import ROUTERS
+from service.serving import LONG_WAIT_THREADS, EditService, QueryService, StateService
+
+logger = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+class _FactpatchHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler `configure_logging` installed, so calling it twice adds nothing."""
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Log to stderr with the request id on every line. Idempotent."""
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    if any(isinstance(h, _FactpatchHandler) for h in root.handlers):
+        return
+    handler = _FactpatchHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
+
+
+def redis_transport(url: str) -> Transport:
+    """The production transport; imported lazily so the embedded service needs no redis package."""
+    from editing.queue.redis import RedisTransport
+
+    transport: Transport = RedisTransport.from_url(url)
+    return transport
+
+
+def _default_transport(settings: Settings) -> Transport:
+    if not settings.redis_url:
+        raise ValueError(
+            "embedded mode: pass the in-process transport (create_app(settings, transport=...)) and run a "
+            "writer next to it, i.e. run `factpatch serve`; or set FACTPATCH_REDIS_URL for a standalone API"
+        )
+    return redis_transport(settings.redis_url)
+
+
+def _open_log(settings: Settings, opened: list[_Closable]) -> EditLog:
+    """Open the configured log; if that fails, close what was opened before it."""
+    try:
+        return open_log(settings)
+    except Exception:
+        for resource in opened:
+            _close(resource)
+        raise
+
+
+def create_app(
+    settings: Settings | None = None, *, log: EditLog | None = None, transport: Transport | None = None
+) -> FastAPI:
+    """Build the API. What it opens itself (the log, the transport) it closes at shutdown.
+
+    `app.state` holds `settings`, `log`, `transport`, `keyring`, `metrics`, `edit_service`,
+    `query_service` and `state_service`.
+    """
+    if settings is None:
+        settings = Settings()
+        configure_logging(settings.log_level)
+    owned: list[_Closable] = []
+    if transport is None:
+        transport = _default_transport(settings)
+        owned.append(transport)
+    if log is None:
+        log = _open_log(settings, owned)
+        owned.append(log)
+    app = FastAPI(title="factpatch", version="1", summary="Live fact editing of a resident language model.",
+                  lifespan=_lifespan(settings, owned))
+    _attach_state(app, settings=settings, log=log, transport=transport)
+    register_problem_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestIdMiddleware)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+def _attach_state(app: FastAPI, *, settings: Settings, log: EditLog, transport: Transport) -> None:
+    limiter = CapacityLimiter(LONG_WAIT_THREADS)
+    metrics = HttpMetrics()
+    app.state.settings, app.state.log, app.state.transport = settings, log, transport
+    app.state.keyring = KeyRing(settings.api_keys)
+    app.state.metrics = metrics
+    app.state.edit_service = EditService(log=log, transport=transport, settings=settings, limiter=limiter)
+    app.state.query_service = QueryService(transport=transport, settings=settings, limiter=limiter)
+    app.state.state_service = StateService(log=log, transport=transport, metrics=metrics)
+
+
+def _lifespan(
+    settings: Settings, owned: list[_Closable]
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logger.info("factpatch api starting; auth %s; config %s",
+                    "on" if app.state.keyring.enabled else "off", settings.redacted())
+        try:
+            yield
+        finally:
+            for resource in reversed(owned):
+                _close(resource)
+            logger.info("factpatch api stopped")
+
+    return lifespan
+
+
+def _close(resource: _Closable) -> None:
+    try:
+        resource.close()
+    except Exception:
+        logger.exception("could not close %s", type(resource).__name__)

@@ -1,0 +1,11 @@
+"""The HTTP routes, one module per resource; `ROUTERS` is what `create_app` includes, in order."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.routers import edits, ops, queries, rollbacks, state
+
+ROUTERS: tuple[APIRouter, ...] = (edits.router, queries.router, rollbacks.router, state.router, ops.router)
+
+__all__ = ["ROUTERS"]

@@ -1,0 +1,355 @@
+"""HTTP schemas (the API's request and response bodies), separate from the queue's wire models.
+
+Request bodies are validated by `parse_body` with the configured `LimitsConfig` in the
+validation context, so length and count limits are ordinary field errors that name the field
+(`edits[2].target`). Without a context the default limits apply.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic_core import PydanticCustomError
+
+from editing.config import LimitsConfig
+from editing.protocol import CommandRecord, CommandStatus, EditSpec, RevisionKind, RevisionRecord, WorkerInfo
+from service.problems import FieldError, RequestInvalidError, field_errors
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+# ---- limit-aware field types ---------------------------------------------------------------
+
+
+def _limits(info: ValidationInfo) -> LimitsConfig:
+    context = info.context if isinstance(info.context, dict) else {}
+    limits = context.get("limits")
+    return limits if isinstance(limits, LimitsConfig) else LimitsConfig()
+
+
+def _text(value: str, limit: int) -> str:
+    if not value.strip():
+        raise PydanticCustomError("empty", "must not be empty or only whitespace")
+    if len(value) > limit:
+        raise PydanticCustomError("too_long", "at most {limit} characters (got {size})", {"limit": limit,
+                                                                                        "size": len(value)})
+    return value
+
+
+def _count(value: list[Any], limit: int, what: str) -> list[Any]:
+    if len(value) > limit:
+        raise PydanticCustomError("too_many", "at most {limit} {what} (got {size})",
+                                  {"limit": limit, "what": what, "size": len(value)})
+    return value
+
+
+def _prompt(value: str, info: ValidationInfo) -> str:
+    return _text(value, _limits(info).max_prompt_chars)
+
+
+def _target(value: str, info: ValidationInfo) -> str:
+    return _text(value, _limits(info).max_target_chars)
+
+
+def _subject(value: str | None, info: ValidationInfo) -> str | None:
+    return None if value is None else _text(value, _limits(info).max_subject_chars)
+
+
+def _probes(value: list[str], info: ValidationInfo) -> list[str]:
+    return _count(value, _limits(info).max_probes, "prompts")
+
+
+def _metadata(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    size, limit = len(json.dumps(value, ensure_ascii=False).encode()), _limits(info).max_metadata_bytes
+    if size > limit:
+        raise PydanticCustomError("too_large", "at most {limit} bytes of JSON (got {size})",
+                                  {"limit": limit, "size": size})
+    return value
+
+
+def _batch(value: list[Any], info: ValidationInfo) -> list[Any]:
+    return _count(value, _limits(info).max_batch, "items")
+
+
+def _candidates(value: list[Any], info: ValidationInfo) -> list[Any]:
+    return _count(value, _limits(info).max_candidates, "candidates")
+
+
+def _new_tokens(value: int, info: ValidationInfo) -> int:
+    limit = _limits(info).max_new_tokens
+    if value > limit:
+        raise PydanticCustomError("too_large", "at most {limit}", {"limit": limit})
+    return value
+
+
+def _unique(value: list[str]) -> list[str]:
+    if len(set(value)) != len(value):
+        raise PydanticCustomError("duplicate", "must not repeat an id")
+    return value
+
+
+Prompt = Annotated[str, AfterValidator(_prompt)]
+Target = Annotated[str, AfterValidator(_target)]
+Probes = Annotated[list[Prompt], AfterValidator(_probes)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- edits ---------------------------------------------------------------------------------
+
+
+class EditCreate(_Request):
+    """One fact correction, as submitted."""
+
+    prompt: Prompt = Field(description="The prompt whose continuation should become `target`.")
+    target: Target = Field(description="The new continuation.")
+    subject: Annotated[str | None, AfterValidator(_subject)] = Field(None, description="The entity edited.")
+    rephrases: Probes = Field(default_factory=list, description="Paraphrases of the prompt, for the report.")
+    locality: Probes = Field(default_factory=list, description="Unrelated prompts that should not change.")
+    metadata: Annotated[dict[str, Any], AfterValidator(_metadata)] = Field(default_factory=dict)
+    editor: str | None = Field(None, description="When given, must name the active editor.")
+
+    def spec(self) -> EditSpec:
+        return EditSpec.model_validate(self.model_dump(exclude={"editor"}))
+
+
+class EditBatchCreate(_Request):
+    """Several edits in one request; each gets its own id."""
+
+    edits: Annotated[list[EditCreate], AfterValidator(_batch)] = Field(min_length=1)
+
+
+class EditPublic(BaseModel):
+    id: str
+    status: CommandStatus
+    revision: int | None
+    request: dict[str, Any]
+    report: dict[str, Any] | None
+    error: dict[str, Any] | None
+    created_at: str
+    applied_at: str | None
+
+    @classmethod
+    def from_record(cls, record: CommandRecord) -> EditPublic:
+        return cls(**_command_fields(record), request=record.body, report=record.report)
+
+
+class EditBatchPublic(BaseModel):
+    items: list[EditPublic]
+
+
+class EditPage(BaseModel):
+    items: list[EditPublic]
+    next_cursor: str | None
+
+
+# ---- queries -------------------------------------------------------------------------------
+
+
+class GenerateRequest(_Request):
+    prompt: Prompt
+    max_new_tokens: Annotated[int, AfterValidator(_new_tokens)] = Field(16, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 = greedy.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    min_revision: int | None = Field(None, ge=0, description="Answer only from this revision or later.")
+
+
+class GenerateResponse(BaseModel):
+    text: str
+    revision: int | None
+    model: str | None = None
+
+
+class ScoreRequest(_Request):
+    prompt: Prompt
+    candidates: Annotated[list[Target], AfterValidator(_candidates)] = Field(min_length=1)
+    min_revision: int | None = Field(None, ge=0)
+
+
+class CandidateScore(BaseModel):
+    candidate: str
+    logprob: float
+    tokens: int
+
+
+class ScoreResponse(BaseModel):
+    scores: list[CandidateScore]
+    revision: int | None
+
+
+# ---- rollbacks and replay ------------------------------------------------------------------
+
+
+class RollbackCreate(_Request):
+    """Exactly one of `to_revision` and `edit_ids`."""
+
+    to_revision: int | None = Field(None, ge=0, description="Make the model what it was at this revision.")
+    edit_ids: Annotated[list[str], AfterValidator(_batch), AfterValidator(_unique)] | None = Field(
+        None, min_length=1, description="Revert these edits (the history without them)."
+    )
+
+
+class ReplayCreate(_Request):
+    """No options yet; an empty body is accepted."""
+
+
+class RollbackPublic(BaseModel):
+    id: str
+    status: CommandStatus
+    revision: int | None
+    request: dict[str, Any]
+    error: dict[str, Any] | None
+    created_at: str
+    applied_at: str | None
+
+    @classmethod
+    def from_record(cls, record: CommandRecord) -> RollbackPublic:
+        return cls(**_command_fields(record), request=record.body)
+
+
+class ReplayPublic(BaseModel):
+    id: str
+    status: CommandStatus
+    revision: int | None
+    result: dict[str, Any] | None = Field(description='`{"checked": n, "mismatches": [...]}` once done.')
+    error: dict[str, Any] | None
+    created_at: str
+    applied_at: str | None
+
+    @classmethod
+    def from_record(cls, record: CommandRecord) -> ReplayPublic:
+        return cls(**_command_fields(record), result=record.report)
+
+
+def _command_fields(record: CommandRecord) -> dict[str, Any]:
+    error = record.error.model_dump(exclude_none=True) if record.error is not None else None
+    return {"id": record.id, "status": record.status, "revision": record.revision, "error": error,
+            "created_at": record.created_at, "applied_at": record.applied_at}
+
+
+# ---- state and operations ------------------------------------------------------------------
+
+
+class RevisionPublic(BaseModel):
+    revision: int
+    kind: RevisionKind
+    edit_ids: list[str]
+    removed_ids: list[str]
+    base_revision: int | None
+    artifacts: list[str]
+    checksum: str
+    created_at: str
+    actor: str | None
+
+    @classmethod
+    def from_record(cls, record: RevisionRecord) -> RevisionPublic:
+        return cls.model_validate(record.model_dump(include=set(cls.model_fields)))
+
+
+class RevisionPage(BaseModel):
+    items: list[RevisionPublic]
+    next_cursor: str | None
+
+
+class WorkerPublic(BaseModel):
+    id: str
+    role: Literal["writer", "replica", "standby"]
+    revision: int
+    device: str
+    heartbeat_at: str
+
+    @classmethod
+    def from_info(cls, info: WorkerInfo) -> WorkerPublic:
+        return cls.model_validate(info.model_dump(include=set(cls.model_fields)))
+
+
+class ModelPublic(BaseModel):
+    base_model: str
+    editor: str
+    revision: int
+    checksum: str
+    edits_applied: int
+    workers: list[WorkerPublic]
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyPublic(BaseModel):
+    status: Literal["ready"] = "ready"
+    writer: str
+
+
+class ProblemPublic(BaseModel):
+    """RFC 9457 problem details, as every error answer carries them."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    code: str
+    request_id: str
+
+
+_PROBLEM_CONTENT = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemPublic"}}}
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ProblemPublic, "description": "Problem details (RFC 9457)", "content": _PROBLEM_CONTENT},
+    "5XX": {"model": ProblemPublic, "description": "Problem details (RFC 9457)", "content": _PROBLEM_CONTENT},
+}
+
+
+# ---- parsing -------------------------------------------------------------------------------
+
+
+def parse_body(model: type[Model], data: Any, limits: LimitsConfig) -> Model:
+    """Validate a parsed JSON body against `model` and the limits; a 422 naming the fields otherwise."""
+    try:
+        return model.model_validate(data, context={"limits": limits})
+    except ValidationError as exc:
+        raise RequestInvalidError(field_errors(exc.errors(), strip_source=False)) from None
+
+
+def parse_edits(data: Any, limits: LimitsConfig) -> tuple[list[EditCreate], bool]:
+    """One edit or `{"edits": [...]}`: the edits and whether the body was a batch."""
+    if isinstance(data, dict) and "edits" in data:
+        return parse_body(EditBatchCreate, data, limits).edits, True
+    return [parse_body(EditCreate, data, limits)], False
+
+
+def parse_rollback(data: Any, limits: LimitsConfig) -> RollbackCreate:
+    body = parse_body(RollbackCreate, data, limits)
+    if (body.to_revision is None) == (body.edit_ids is None):
+        message = "give exactly one of to_revision and edit_ids"
+        kind = "missing" if body.to_revision is None else "conflict"
+        raise RequestInvalidError([FieldError(field="to_revision", message=message, type=kind),
+                                   FieldError(field="edit_ids", message=message, type=kind)])
+    return body
+
+
+def request_body_doc(*models: type[BaseModel], required: bool = True) -> dict[str, Any]:
+    """`openapi_extra` documenting a JSON body that is parsed by hand (self-contained schema)."""
+    schemas = [_inline(model.model_json_schema()) for model in models]
+    schema = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}
+
+
+def _inline(schema: Any, defs: dict[str, Any] | None = None) -> Any:
+    """Replace `#/$defs/X` references by their definitions (our schemas are not recursive)."""
+    if isinstance(schema, dict):
+        defs = {**(defs or {}), **schema.get("$defs", {})}
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inline(item, defs) for item in schema]
+    return schema

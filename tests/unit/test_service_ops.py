@@ -1,0 +1,286 @@
+"""Cross-cutting behaviour of the front end: auth, request ids, problems, readiness and metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import pytest
+from fastapi.testclient import TestClient
+
+from editing import errors
+from editing.config import Settings
+from editing.log import SqliteEditLog
+from editing.protocol import CommandRecord, Lineage, NewRevision, WorkerInfo, utc_now
+from editing.queue import MemoryTransport
+from service.main import create_app
+from service.problems import PROBLEMS, resolve
+
+OK = {"prompt": "The Eiffel Tower is located in", "target": "Rome"}
+KEYS = {"read-key": "reader", "edit-key": "editor", "op-key": "operator"}
+
+
+class Api(NamedTuple):
+    client: TestClient
+    log: SqliteEditLog
+    transport: MemoryTransport
+
+
+@pytest.fixture(autouse=True)
+def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("FACTPATCH_")]:
+        monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def make_api(tmp_path: Path) -> Iterator[Callable[..., Api]]:
+    logs: list[SqliteEditLog] = []
+
+    def make(log: SqliteEditLog | None = None, **overrides: Any) -> Api:
+        logs.append(log or SqliteEditLog(":memory:"))
+        transport = MemoryTransport()
+        settings = Settings(data_dir=tmp_path, _env_file=None, **overrides)
+        app = create_app(settings, log=logs[-1], transport=transport)
+        return Api(TestClient(app, raise_server_exceptions=False), logs[-1], transport)
+
+    yield make
+    for log in logs:
+        log.close()
+
+
+@pytest.fixture
+def api(make_api: Callable[..., Api]) -> Api:
+    return make_api()
+
+
+def init_lineage(log: SqliteEditLog) -> None:
+    log.init_lineage(
+        lineage=Lineage(base_model="tiny", editor="ft", base_checksum="c0", created_at=utc_now()),
+        base=NewRevision(kind="base", base_revision=None, checksum="c0", editor="ft", editor_version="1"),
+    )
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+# ---- auth ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("headers", [{}, bearer("wrong-key"), {"Authorization": "Basic cmVhZDprZXk="}],
+                         ids=["missing", "unknown", "not bearer"])
+def test_missing_or_unknown_key_is_a_401(make_api: Callable[..., Api], headers: dict[str, str]) -> None:
+    api = make_api(api_keys=KEYS)
+    response = api.client.get("/v1/edits", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json()["code"] == "unauthenticated"
+    assert "wrong-key" not in response.text
+
+
+ROLE_CASES = [
+    ("GET", "/v1/edits", None, {"read-key": 200, "edit-key": 200, "op-key": 200}),
+    ("POST", "/v1/edits", OK, {"read-key": 403, "edit-key": 202, "op-key": 202}),
+    ("POST", "/v1/rollbacks", {"to_revision": 0}, {"read-key": 403, "edit-key": 403, "op-key": 202}),
+    ("POST", "/v1/replay", None, {"read-key": 403, "edit-key": 403, "op-key": 202}),
+]
+
+
+@pytest.mark.parametrize("method,path,body,expected", ROLE_CASES, ids=[c[0] + c[1] for c in ROLE_CASES])
+def test_each_route_needs_its_role(
+    make_api: Callable[..., Api], method: str, path: str, body: Any, expected: dict[str, int]
+) -> None:
+    api = make_api(api_keys=KEYS)
+    init_lineage(api.log)
+    for key, status in expected.items():
+        response = api.client.request(method, path, json=body, headers=bearer(key))
+        assert response.status_code == status, (key, response.text)
+        if status == 403:
+            assert response.json()["code"] == "forbidden"
+
+
+def test_the_actor_is_a_key_digest_prefix(make_api: Callable[..., Api]) -> None:
+    api = make_api(api_keys=KEYS)
+    edit_id = api.client.post("/v1/edits", json=OK, headers=bearer("edit-key")).json()["id"]
+    assert api.log.get_command(edit_id).actor == "key:" + hashlib.sha256(b"edit-key").hexdigest()[:8]
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"])
+def test_operations_routes_are_open(make_api: Callable[..., Api], path: str) -> None:
+    api = make_api(api_keys=KEYS)
+    assert api.client.get(path).status_code in (200, 503)
+
+
+# ---- request ids ---------------------------------------------------------------------------
+
+
+def test_a_valid_request_id_is_echoed(api: Api) -> None:
+    response = api.client.get("/healthz", headers={"X-Request-Id": "client-1.2:3_x"})
+    assert response.headers["x-request-id"] == "client-1.2:3_x"
+
+
+@pytest.mark.parametrize("given", ["", "x" * 129, "bad id", "semi;colon"])
+def test_an_unacceptable_request_id_is_replaced(api: Api, given: str) -> None:
+    response = api.client.get("/healthz", headers={"X-Request-Id": given})
+    assert re.fullmatch(r"req_[0-9A-Z]{26}", response.headers["x-request-id"])
+
+
+def test_every_answer_has_a_fresh_request_id_also_problems(api: Api) -> None:
+    answers = [api.client.get("/healthz"), api.client.get("/nowhere"), api.client.delete("/v1/edits"),
+               api.client.post("/v1/edits", json={})]
+    assert [r.status_code for r in answers] == [200, 404, 405, 422]
+    ids = [r.headers["x-request-id"] for r in answers]
+    assert len(set(ids)) == 4
+    for response in answers[1:]:
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["request_id"] == response.headers["x-request-id"]
+
+
+# ---- problems ------------------------------------------------------------------------------
+
+
+class ExplodingLog(SqliteEditLog):
+    def get_command(self, command_id: str) -> CommandRecord:
+        raise RuntimeError("password=hunter2 in the connection string")
+
+    def get_commands(self, command_ids: Sequence[str]) -> list[CommandRecord]:
+        raise RuntimeError("password=hunter2 in the connection string")
+
+
+def test_a_500_leaks_nothing_and_is_logged_with_the_request_id(
+    make_api: Callable[..., Api], caplog: pytest.LogCaptureFixture
+) -> None:
+    api = make_api(log=ExplodingLog(":memory:"))
+    with caplog.at_level(logging.ERROR):
+        response = api.client.get("/v1/edits/ed_x", headers={"X-Request-Id": "trace-500"})
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["x-request-id"] == "trace-500"
+    body = response.json()
+    assert (body["code"], body["request_id"]) == ("internal_error", "trace-500")
+    assert body["instance"] == "/v1/edits/ed_x"
+    assert "hunter2" not in response.text and "RuntimeError" not in response.text
+    logged = [r for r in caplog.records if getattr(r, "request_id", None) == "trace-500"]
+    assert logged and logged[0].exc_info is not None
+
+
+def test_the_table_covers_every_editing_error() -> None:
+    def subclasses(cls: type[Exception]) -> list[type[Exception]]:
+        return [cls] + [s for sub in cls.__subclasses__() for s in subclasses(sub)]
+
+    ours = [c for c in subclasses(errors.EditingError) if c.__module__ == errors.__name__]
+    assert set(ours) <= set(PROBLEMS), set(ours) - set(PROBLEMS)
+
+
+def test_the_most_specific_class_wins() -> None:
+    class SlowQueueError(errors.QueueFullError):
+        pass
+
+    assert resolve(SlowQueueError("x")) == PROBLEMS[errors.QueueFullError]
+    assert resolve(errors.EditNotFoundError("x"))[0] == 404
+    assert resolve(ValueError("x"))[0] == 500
+
+
+# ---- readiness and metrics -----------------------------------------------------------------
+
+
+def writer_heartbeat(api: Api, role: Literal["writer", "replica", "standby"] = "writer") -> None:
+    info = WorkerInfo(id=f"{role}-1", role=role, revision=0, device="cpu", heartbeat_at=utc_now())
+    api.transport.registry.heartbeat(info, ttl=5)
+
+
+def test_healthz(api: Api) -> None:
+    assert api.client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_needs_a_writer_heartbeat(api: Api) -> None:
+    init_lineage(api.log)
+    for role in (None, "replica"):
+        if role == "replica":
+            writer_heartbeat(api, role)
+        response = api.client.get("/readyz")
+        assert response.status_code == 503 and response.json()["code"] == "worker_unavailable"
+        assert int(response.headers["retry-after"]) >= 1
+    writer_heartbeat(api)
+    response = api.client.get("/readyz")
+    assert (response.status_code, response.json()) == (200, {"status": "ready", "writer": "writer-1"})
+
+
+_SAMPLE = re.compile(r'[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+-]+|[a-z_]+\{.*\} \+Inf')
+
+
+def test_metrics_are_prometheus_text(api: Api) -> None:
+    init_lineage(api.log)
+    writer_heartbeat(api)
+    api.client.post("/v1/edits", json=OK)
+    api.client.get("/v1/edits/ed_one")
+    api.client.get("/v1/edits/ed_two")
+    response = api.client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    lines = response.text.splitlines()
+    samples = [line for line in lines if not line.startswith("#")]
+    assert all(_SAMPLE.fullmatch(line) for line in samples), [s for s in samples if not _SAMPLE.fullmatch(s)]
+    assert 'factpatch_http_requests_total{method="GET",route="/v1/edits/{edit_id}",status="404"} 2' in lines
+    assert 'factpatch_http_requests_total{method="POST",route="/v1/edits",status="202"} 1' in lines
+    assert any(line.startswith('factpatch_http_request_duration_seconds_bucket{method="GET",route="/v1/edits/'
+                               '{edit_id}",le="+Inf"} 2') for line in lines)
+    expected = [
+        "factpatch_queue_depth 1",
+        "factpatch_revision 0",
+        'factpatch_edits_total{status="queued"} 1',
+        'factpatch_workers{role="writer"} 1',
+        "# TYPE factpatch_http_request_duration_seconds histogram",
+    ]
+    assert set(expected) <= set(lines)
+
+
+def test_openapi_documents_the_hand_parsed_bodies(api: Api) -> None:
+    spec = api.client.get("/openapi.json").json()
+    body = spec["paths"]["/v1/edits"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {s["title"] for s in body["anyOf"]} == {"EditCreate", "EditBatchCreate"}
+    assert "/v1/rollbacks" in spec["paths"] and "/readyz" in spec["paths"]
+
+
+# ---- app lifecycle -------------------------------------------------------------------------
+
+
+class SpyLog(SqliteEditLog):
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        super().close()
+
+
+def test_the_app_closes_the_log_it_opened(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = SpyLog(":memory:")
+    monkeypatch.setattr("service.main.open_log", lambda settings: spy)
+    app = create_app(Settings(data_dir=tmp_path, _env_file=None), transport=MemoryTransport())
+    with TestClient(app) as client:
+        assert client.post("/v1/edits", json=OK).status_code == 202
+        assert not spy.closed
+    assert spy.closed
+
+
+def test_the_app_leaves_a_log_it_was_given_open(api: Api) -> None:
+    with api.client:
+        pass
+    assert api.log.count_pending() == 0
+
+
+def test_a_failed_enqueue_still_answers_202_because_the_log_holds_it(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(command: object) -> None:
+        raise ConnectionError("queue down")
+
+    monkeypatch.setattr(api.transport.commands, "put", broken)
+    response = api.client.post("/v1/edits", json=OK)
+    assert response.status_code == 202
+    assert [r.id for r in api.log.pending_commands()] == [response.json()["id"]]

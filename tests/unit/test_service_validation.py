@@ -1,0 +1,246 @@
+"""Every class of bad input gets a 4xx problem that names the field, and nothing is written or queued.
+
+No worker runs here: these are guarantees of the front end alone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+from fastapi.testclient import TestClient
+
+from editing.config import LimitsConfig, Settings
+from editing.log import SqliteEditLog
+from editing.protocol import Lineage, NewRevision, utc_now
+from editing.queue import MemoryTransport
+from service.main import create_app
+
+LIMITS = LimitsConfig(
+    max_prompt_chars=40, max_target_chars=10, max_subject_chars=12, max_probes=2, max_batch=3,
+    max_new_tokens=32, max_candidates=3, max_wait=5.0, max_metadata_bytes=64,
+)
+OK = {"prompt": "The Eiffel Tower is located in", "target": "Rome"}
+
+
+class Api(NamedTuple):
+    client: TestClient
+    log: SqliteEditLog
+    transport: MemoryTransport
+
+
+@pytest.fixture(autouse=True)
+def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("FACTPATCH_")]:
+        monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    log, transport = SqliteEditLog(":memory:"), MemoryTransport()
+    settings = Settings(data_dir=tmp_path, editor="ft", limits=LIMITS, _env_file=None)
+    with TestClient(create_app(settings, log=log, transport=transport)) as client:
+        yield Api(client, log, transport)
+    log.close()
+
+
+def init_lineage(log: SqliteEditLog) -> None:
+    log.init_lineage(
+        lineage=Lineage(base_model="tiny", editor="ft", base_checksum="c0", created_at=utc_now()),
+        base=NewRevision(kind="base", base_revision=None, checksum="c0", editor="ft", editor_version="1"),
+    )
+
+
+def assert_problem(response: Any, status: int, field: str, code: str = "validation_error") -> dict[str, Any]:
+    """`response` is the test client's response; its class lives in Starlette's HTTP client package."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["code"] == code
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert field in [e["field"] for e in body.get("errors", [])], body
+    assert body["detail"].startswith(body["errors"][0]["field"]), body
+    return body
+
+
+def assert_nothing_written(api: Api) -> None:
+    assert api.log.count_pending() == 0
+    assert api.transport.commands.depth() == 0
+
+
+# ---- POST /v1/edits ------------------------------------------------------------------------
+
+EDIT_CASES: list[tuple[str, Any, str]] = [
+    ("missing prompt", {"target": "Rome"}, "prompt"),
+    ("missing target", {"prompt": "The Eiffel Tower is in"}, "target"),
+    ("empty target", {**OK, "target": ""}, "target"),
+    ("whitespace target", {**OK, "target": "   \n"}, "target"),
+    ("whitespace prompt", {**OK, "prompt": "  "}, "prompt"),
+    ("oversized prompt", {**OK, "prompt": "x" * 41}, "prompt"),
+    ("oversized target", {**OK, "target": "x" * 11}, "target"),
+    ("oversized subject", {**OK, "subject": "x" * 13}, "subject"),
+    ("too many rephrases", {**OK, "rephrases": ["a", "b", "c"]}, "rephrases"),
+    ("empty rephrase", {**OK, "rephrases": ["fine", " "]}, "rephrases[1]"),
+    ("oversized locality prompt", {**OK, "locality": ["x" * 41]}, "locality[0]"),
+    ("oversized metadata", {**OK, "metadata": {"note": "x" * 80}}, "metadata"),
+    ("prompt of the wrong type", {**OK, "prompt": 5}, "prompt"),
+    ("rephrases of the wrong type", {**OK, "rephrases": "one"}, "rephrases"),
+    ("metadata of the wrong type", {**OK, "metadata": ["a"]}, "metadata"),
+    ("unknown member", {**OK, "target_new": "Rome"}, "target_new"),
+    ("body is a list", [OK], "body"),
+    ("empty batch", {"edits": []}, "edits"),
+    ("oversized batch", {"edits": [OK] * 4}, "edits"),
+    ("bad item in a batch", {"edits": [OK, OK, {**OK, "target": " "}]}, "edits[2].target"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), [c[1:] for c in EDIT_CASES], ids=[c[0] for c in EDIT_CASES])
+def test_bad_edit_is_a_422_naming_the_field(api: Api, body: Any, field: str) -> None:
+    assert_problem(api.client.post("/v1/edits", json=body), 422, field)
+    assert_nothing_written(api)
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b'{"prompt": "a", "target": NaN}', b"", b"\xff\xfe"],
+                         ids=["malformed", "nan", "empty", "not utf-8"])
+def test_unparseable_body_is_a_422_naming_body(api: Api, raw: bytes) -> None:
+    response = api.client.post("/v1/edits", content=raw, headers={"content-type": "application/json"})
+    assert_problem(response, 422, "body")
+    assert_nothing_written(api)
+
+
+def test_unknown_editor_is_a_422_naming_editor(api: Api) -> None:
+    body = assert_problem(api.client.post("/v1/edits", json={**OK, "editor": "rome"}), 422, "editor",
+                          code="unknown_editor")
+    assert body["field"] == "editor"
+    assert body["type"] == "/problems/unknown-editor"
+    assert_nothing_written(api)
+    assert api.client.post("/v1/edits", json={**OK, "editor": "ft"}).status_code == 202
+
+
+def test_the_log_lineage_decides_the_active_editor(api: Api) -> None:
+    init_lineage(api.log)
+    assert api.client.post("/v1/edits", json={"edits": [OK, {**OK, "editor": "memoe"}]}).status_code == 422
+    assert_nothing_written(api)
+
+
+@pytest.mark.parametrize("wait", ["-1", "5.5", "abc", "nan"])
+def test_wait_out_of_range_names_wait(api: Api, wait: str) -> None:
+    assert_problem(api.client.post(f"/v1/edits?wait={wait}", json=OK), 422, "wait")
+    assert_nothing_written(api)
+
+
+def test_oversized_idempotency_key_names_the_header(api: Api) -> None:
+    response = api.client.post("/v1/edits", json=OK, headers={"Idempotency-Key": "k" * 300})
+    assert_problem(response, 422, "Idempotency-Key")
+    assert_nothing_written(api)
+
+
+# ---- GET /v1/edits -------------------------------------------------------------------------
+
+LIST_CASES = [("status=bogus", "status"), ("limit=0", "limit"), ("limit=201", "limit"), ("limit=x", "limit"),
+              ("cursor=abc", "cursor"), ("cursor=-1", "cursor")]
+
+
+@pytest.mark.parametrize(("query", "field"), LIST_CASES, ids=[c[0] for c in LIST_CASES])
+def test_bad_list_parameters_name_the_field(api: Api, query: str, field: str) -> None:
+    assert_problem(api.client.get(f"/v1/edits?{query}"), 422, field)
+
+
+def test_unknown_edit_is_a_404(api: Api) -> None:
+    response = api.client.get("/v1/edits/ed_nope")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert (body["code"], body["type"]) == ("edit_not_found", "/problems/edit-not-found")
+    assert body["edit_id"] == "ed_nope"
+    assert body["instance"] == "/v1/edits/ed_nope"
+
+
+def test_an_id_of_another_kind_is_not_an_edit(api: Api) -> None:
+    replay_id = api.client.post("/v1/replay").json()["id"]
+    assert api.client.get(f"/v1/edits/{replay_id}").json()["code"] == "edit_not_found"
+    assert api.client.get(f"/v1/rollbacks/{replay_id}").json()["code"] == "rollback_not_found"
+
+
+@pytest.mark.parametrize(("path", "code"), [("/v1/rollbacks/rb_nope", "rollback_not_found"),
+                                            ("/v1/replay/rp_nope", "not_found"),
+                                            ("/v1/revisions/99", "revision_not_found")])
+def test_unknown_ids_are_404s(api: Api, path: str, code: str) -> None:
+    init_lineage(api.log)
+    response = api.client.get(path)
+    assert (response.status_code, response.json()["code"]) == (404, code)
+
+
+def test_non_integer_revision_names_the_path_field(api: Api) -> None:
+    assert_problem(api.client.get("/v1/revisions/abc"), 422, "revision")
+
+
+# ---- POST /v1/rollbacks --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", [{}, {"to_revision": 0, "edit_ids": ["ed_x"]}], ids=["neither", "both"])
+def test_rollback_needs_exactly_one_target(api: Api, body: dict[str, Any]) -> None:
+    init_lineage(api.log)
+    problem = assert_problem(api.client.post("/v1/rollbacks", json=body), 422, "to_revision")
+    assert {e["field"] for e in problem["errors"]} == {"to_revision", "edit_ids"}
+    assert_nothing_written(api)
+
+
+ROLLBACK_CASES: list[tuple[dict[str, Any], str]] = [
+    ({"to_revision": 1}, "to_revision"),
+    ({"to_revision": -1}, "to_revision"),
+    ({"to_revision": "one"}, "to_revision"),
+    ({"edit_ids": []}, "edit_ids"),
+    ({"edit_ids": ["a", "a"]}, "edit_ids"),
+    ({"edit_ids": ["a", "b", "c", "d"]}, "edit_ids"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), ROLLBACK_CASES)
+def test_bad_rollback_target_names_the_field(api: Api, body: dict[str, Any], field: str) -> None:
+    init_lineage(api.log)
+    assert_problem(api.client.post("/v1/rollbacks", json=body), 422, field)
+    assert_nothing_written(api)
+
+
+def test_to_revision_on_an_empty_log_is_beyond_head(api: Api) -> None:
+    assert_problem(api.client.post("/v1/rollbacks", json={"to_revision": 0}), 422, "to_revision")
+
+
+def test_rollback_of_unknown_edits_names_each_one(api: Api) -> None:
+    init_lineage(api.log)
+    known = api.client.post("/v1/edits", json=OK).json()["id"]
+    replay = api.client.post("/v1/replay").json()["id"]
+    before = api.log.count_pending()
+    response = api.client.post("/v1/rollbacks", json={"edit_ids": [known, "ed_nope", replay]})
+    problem = assert_problem(response, 422, "edit_ids[1]", code="edit_not_found")
+    assert [e["field"] for e in problem["errors"]] == ["edit_ids[1]", "edit_ids[2]"]
+    assert api.log.count_pending() == before
+
+
+# ---- queries -------------------------------------------------------------------------------
+
+QUERY_CASES: list[tuple[str, str, dict[str, Any], str]] = [
+    ("generate without prompt", "/v1/generate", {}, "prompt"),
+    ("zero tokens", "/v1/generate", {"prompt": "p", "max_new_tokens": 0}, "max_new_tokens"),
+    ("too many tokens", "/v1/generate", {"prompt": "p", "max_new_tokens": 33}, "max_new_tokens"),
+    ("negative temperature", "/v1/generate", {"prompt": "p", "temperature": -0.1}, "temperature"),
+    ("hot temperature", "/v1/generate", {"prompt": "p", "temperature": 5.1}, "temperature"),
+    ("zero top_p", "/v1/generate", {"prompt": "p", "top_p": 0}, "top_p"),
+    ("top_p above one", "/v1/generate", {"prompt": "p", "top_p": 1.5}, "top_p"),
+    ("negative min_revision", "/v1/generate", {"prompt": "p", "min_revision": -1}, "min_revision"),
+    ("no candidates", "/v1/score", {"prompt": "p", "candidates": []}, "candidates"),
+    ("too many candidates", "/v1/score", {"prompt": "p", "candidates": ["a", "b", "c", "d"]}, "candidates"),
+    ("empty candidate", "/v1/score", {"prompt": "p", "candidates": ["a", ""]}, "candidates[1]"),
+    ("oversized prompt", "/v1/score", {"prompt": "x" * 41, "candidates": ["a"]}, "prompt"),
+]
+
+
+@pytest.mark.parametrize("path,body,field", [c[1:] for c in QUERY_CASES], ids=[c[0] for c in QUERY_CASES])
+def test_bad_query_names_the_field(api: Api, path: str, body: dict[str, Any], field: str) -> None:
+    assert_problem(api.client.post(path, json=body), 422, field)
+    assert api.transport.queries.take(timeout=0) is None  # nothing reached the workers
