@@ -18,15 +18,24 @@ def worker_info(*, worker_id: str, role: str, state: ModelState) -> WorkerInfo:
 
 
 def run_heartbeats(
-    stop: threading.Event, *, transport: Transport, info: Callable[[], WorkerInfo], every: float
+    stop: threading.Event,
+    *,
+    transport: Transport,
+    info: Callable[[], WorkerInfo],
+    every: float,
+    changed: threading.Condition | None = None,
 ) -> None:
-    """Until `stop`: publish `info()` with a time-to-live of three periods; remove it at the end."""
+    """Until `stop`: publish `info()` every period (and at once when `changed` is notified,
+    e.g. on a new revision) with a time-to-live of three periods; remove it at the end."""
     last = info()
     try:
-        while True:
+        while not stop.is_set():
             last = info()
             transport.registry.heartbeat(last, ttl=3 * every)
-            if stop.wait(every):
-                break
+            if changed is None:
+                stop.wait(every)
+            else:
+                with changed:
+                    changed.wait(every)
     finally:
         transport.registry.remove(last.id)

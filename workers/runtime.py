@@ -26,8 +26,20 @@ DEFAULT_EDITOR = "ft"
 
 
 def choose_editor(settings: Settings) -> str:
-    """The configured editor, else the default one."""
-    return settings.editor or DEFAULT_EDITOR
+    """The configured editor; else rledit when a checkpoint matches the model; else ft (and how to train one)."""
+    if settings.editor:
+        return settings.editor
+    from editing.editors.hypernet.checkpoint import matching_checkpoint, train_command
+
+    configured = settings.editors.get("rledit", {}).get("checkpoint")
+    found = matching_checkpoint(editor="rledit", model=settings.model, data_dir=settings.data_dir,
+                                configured=configured)
+    if found is not None:
+        logger.info("editor rledit (checkpoint %s matches model %s)", found, settings.model)
+        return "rledit"
+    logger.warning("no rledit checkpoint matches model %s; using %s. Train one with: %s",
+                   settings.model, DEFAULT_EDITOR, train_command(editor="rledit", model_id=settings.model))
+    return DEFAULT_EDITOR
 
 
 def default_worker_id() -> str:
@@ -54,7 +66,7 @@ class WriterRuntime:
             "writer": lambda: self.writer.run(self.stop_event),
             "queries": lambda: self.queries.run(self.stop_event),
             "heartbeat": lambda: run_heartbeats(
-                self.stop_event, transport=self.transport, every=every,
+                self.stop_event, transport=self.transport, every=every, changed=self.state.changed,
                 info=lambda: worker_info(worker_id=self.worker_id, role="writer", state=self.state),
             ),
         }
