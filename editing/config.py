@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     def redacted(self) -> dict[str, Any]:
         """The effective configuration with secrets hidden, for the start-up log line."""
         data = self.model_dump(mode="json")
-        data["api_keys"] = {"***": role for role in self.api_keys.values()}
+        data["api_keys"] = [f"***:{role}" for role in self.api_keys.values()]
         for key in ("database_url", "redis_url"):
             if data.get(key) and "@" in data[key]:
                 scheme, rest = data[key].split("://", 1)

@@ -168,10 +168,10 @@ STATUS_TABLE: tuple[tuple[type[EditingError], int, str], ...] = (
 
 def status_and_title(exc: BaseException) -> tuple[int, str]:
     """HTTP status and title of an exception (500 for anything not an EditingError)."""
-    table = {cls: (status, title) for cls, status, title in STATUS_TABLE}
+    table: dict[type, tuple[int, str]] = {cls: (status, title) for cls, status, title in STATUS_TABLE}
     for cls in type(exc).__mro__:
         if cls in table:
-            return table[cls]  # type: ignore[index]
+            return table[cls]
     return 500, "Internal error"
 
 

@@ -129,7 +129,7 @@ class ModelHost:
     def checksum(self, extra: dict[str, Tensor] | None = None) -> str:
         """sha256 over the served tracked tensors and `extra` (editor state), in name order."""
         digest = hashlib.sha256()
-        items = {f"param:{n}": self.parameter(n) for n in self._masters}
+        items: dict[str, Tensor] = {f"param:{n}": self.parameter(n) for n in self._masters}
         items.update({f"state:{k}": v for k, v in (extra or {}).items()})
         for key in sorted(items):
             tensor = items[key].detach().contiguous().cpu()
@@ -170,7 +170,8 @@ class ModelHost:
     def logits(self, batch: TokenBatch, **kwargs: Any) -> Tensor:
         """(B, L, V) logits in fp32."""
         out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
-        return out.logits.float()
+        logits: Tensor = out.logits.float()
+        return logits
 
     @staticmethod
     def token_logprobs(logits: Tensor, batch: TokenBatch) -> Tensor:
@@ -205,7 +206,7 @@ class ModelHost:
             kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
             if seed is not None:
                 torch.manual_seed(seed)
-        out = self.model.generate(
+        out = self.model.generate(  # type: ignore[operator]
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
             pad_token_id=self.tokenizer.pad_token_id,

@@ -25,11 +25,12 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_config(**overrides: Any) -> LlamaConfig:
-    values: dict[str, Any] = dict(
-        vocab_size=256 + len(SPECIALS), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        tie_word_embeddings=True, initializer_range=0.3, pad_token_id=256, bos_token_id=257, eos_token_id=258,
-    )
+    values: dict[str, Any] = {
+        "vocab_size": 256 + len(SPECIALS), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
+        "tie_word_embeddings": True, "initializer_range": 0.3, "pad_token_id": 256, "bos_token_id": 257,
+        "eos_token_id": 258,
+    }
     values.update(overrides)
     return LlamaConfig(**values)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from editing.config import Settings
@@ -19,6 +20,7 @@ class WriterContext:
     settings: Settings
     worker_id: str
     epoch: int | None = None
+    fence: Callable[[], None] | None = None  # raises FencedWriterError once the writer lease is lost
 
     @property
     def host(self) -> ModelHost:
@@ -30,6 +32,8 @@ class WriterContext:
 
     def commit(self, revision: NewRevision, outcomes: list[CommandOutcome]) -> RevisionRecord:
         """Append a revision (the model already holds its state) and advance the state."""
+        if self.fence is not None:
+            self.fence()
         record = self.log.append_revision(revision, outcomes, epoch=self.epoch)
         self.state.set_revision(record.revision, record.checksum)
         if record.revision % self.settings.log.snapshot_every == 0:
@@ -42,5 +46,5 @@ class WriterContext:
             actor=self.worker_id,
             editor=self.editor.name,
             editor_version=self.editor.version,
-            **fields,  # type: ignore[arg-type]
+            **fields,
         )

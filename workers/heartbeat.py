@@ -12,7 +12,7 @@ from workers.state import ModelState
 
 def worker_info(*, worker_id: str, role: str, state: ModelState) -> WorkerInfo:
     return WorkerInfo(
-        id=worker_id, role=role, revision=state.revision, device=str(state.host.device),  # type: ignore[arg-type]
+        id=worker_id, role=role, revision=state.revision, device=str(state.host.device),
         heartbeat_at=utc_now(), checksum=state.checksum, model=state.host.model_id, editor=state.editor.name,
     )
 

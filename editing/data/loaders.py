@@ -88,7 +88,8 @@ def parse_zsre(record: Record, source: str) -> EditCase:
 
 
 def parse_knowedit(record: Record, source: str) -> EditCase:
-    """KnowEdit: subject, prompt, target_new, ground_truth, rephrase_prompt?, locality {kind: [{prompt, ground_truth}]}."""
+    """KnowEdit: subject, prompt, target_new, ground_truth, rephrase_prompt?,
+    locality {kind: [{prompt, ground_truth}]}."""
     probes = [p for group in (record.get("locality") or {}).values() for p in group]
     rephrase = record.get("rephrase_prompt") or record.get("rephrase")
     return EditCase(
