@@ -102,6 +102,10 @@ class Editor(ABC):
         """Back to revision 0: base weights, initial editor state."""
         self.host.reset_to_base()
 
+    def diagnostics(self) -> dict[str, object]:
+        """Editor-specific numbers for offline evaluation (routing histograms, …); never used to serve."""
+        return {}
+
     def describe(self) -> dict[str, object]:
         return {"editor": self.name, "version": self.version, "config": self.config.model_dump(mode="json")}
 
