@@ -13,6 +13,10 @@ import pytest
 # for SmolLM2). Editors not listed here run with their defaults.
 TINY_EDITOR_CONFIGS: dict[str, dict[str, Any]] = {
     "ft": {"steps": 40, "lr": 2e-2, "norm_constraint": 1.0, "layer_fraction": 0.0},
+    "memoe": {"steps": 30, "lr": 2e-2, "layer": 0, "expert_dim": 16, "bypass_tokens": "all"},
+    "lemoe": {"steps": 30, "lr": 2e-2, "layer": 0, "expert_dim": 16, "bypass_tokens": "all"},
+    "rledit": {"untrained": True, "modules": "up_proj:0-1", "lr": 0.1},
+    "malmen": {"untrained": True, "modules": "down_proj:0-1", "lr": 0.1},
 }
 
 
