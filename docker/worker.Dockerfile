@@ -1,4 +1,6 @@
 # GPU worker: CUDA runtime + torch + transformers. The model is fetched into /data on first start.
+# Default: a writer of the Redis deployment (a second one waits as hot standby); override the
+# command with `factpatch worker --role replica`, or `factpatch serve` for the one-container mode.
 FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
 ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 RUN apt-get update \
@@ -15,4 +17,4 @@ COPY workers ./workers
 RUN pip install --no-cache-dir ".[service,worker]"
 ENV FACTPATCH_DATA_DIR=/data
 VOLUME ["/data"]
-CMD ["factpatch", "serve", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["factpatch", "worker", "--role", "writer"]

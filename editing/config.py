@@ -7,14 +7,16 @@ file, or passed to `Settings(...)` directly (tests do that). Nothing is read at 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 Role = Literal["reader", "editor", "operator"]
+_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 class LimitsConfig(BaseModel):
@@ -68,6 +70,52 @@ class WriterConfig(BaseModel):
     heartbeat_seconds: float = Field(2.0, gt=0, description="How often a worker announces itself.")
 
 
+class QueueConfig(BaseModel):
+    """Knobs of the Redis transport: key prefix, writer lease, orphan claiming, query backpressure."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prefix: str = Field(
+        "fp", description="Prefix of every Redis key, so deployments (and tests) can share a server."
+    )
+    lease_ms: int = Field(
+        10_000,
+        ge=200,
+        description="Writer lease time-to-live (ms); a standby takes over at most this long after a crash.",
+    )
+    claim_idle_ms: int = Field(
+        300_000,
+        ge=100,
+        description="Idle time (ms) after which a command entry of a dead writer is adopted (XAUTOCLAIM); "
+        "keep it well above the p99 edit time.",
+    )
+    max_query_backlog: int = Field(
+        256, ge=1, description="Queries waiting for a worker; beyond it /v1/generate and /v1/score get 503."
+    )
+    commands_maxlen: int = Field(100_000, ge=100, description="Approximate cap of the commands stream.")
+    reply_ttl_s: float = Field(60.0, gt=0, description="Seconds a query's unread reply key lives.")
+    follow_seconds: float = Field(
+        1.0, gt=0, description="How often a replica or standby checks the log without being woken."
+    )
+
+    @field_validator("prefix")
+    @classmethod
+    def _plain_prefix(cls, value: str) -> str:
+        if not _PREFIX.match(value):
+            raise ValueError("use 1-64 letters, digits, '_', '.', ':' or '-'")
+        return value
+
+    @property
+    def renew_seconds(self) -> float:
+        """How often the lease holder renews (three times per lease)."""
+        return self.lease_ms / 3000.0
+
+    @property
+    def claim_every_seconds(self) -> float:
+        """How often the writer looks for orphaned command entries."""
+        return min(max(self.claim_idle_ms / 10_000.0, 0.5), 60.0)
+
+
 class Settings(BaseSettings):
     """The settings of every factpatch process. Unknown FACTPATCH_ variables are ignored."""
 
@@ -101,6 +149,7 @@ class Settings(BaseSettings):
     guard: GuardConfig = Field(default_factory=GuardConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     writer: WriterConfig = Field(default_factory=WriterConfig)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
     editors: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-editor config overrides, e.g. FACTPATCH_EDITORS__FT__STEPS=8."
     )

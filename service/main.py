@@ -51,11 +51,12 @@ def configure_logging(level: str = "INFO") -> None:
     root.addHandler(handler)
 
 
-def redis_transport(url: str) -> Transport:
+def redis_transport(settings: Settings) -> Transport:
     """The production transport; imported lazily so the embedded service needs no redis package."""
     from editing.queue.redis import RedisTransport
 
-    transport: Transport = RedisTransport.from_url(url)
+    assert settings.redis_url is not None
+    transport: Transport = RedisTransport.from_url(settings.redis_url, config=settings.queue)
     return transport
 
 
@@ -65,7 +66,7 @@ def _default_transport(settings: Settings) -> Transport:
             "embedded mode: pass the in-process transport (create_app(settings, transport=...)) and run a "
             "writer next to it, i.e. run `factpatch serve`; or set FACTPATCH_REDIS_URL for a standalone API"
         )
-    return redis_transport(settings.redis_url)
+    return redis_transport(settings)
 
 
 def _open_log(settings: Settings, opened: list[_Closable]) -> EditLog:

@@ -55,7 +55,7 @@ def tiny_settings(tmp_path: Path, tiny_model_dir: Path) -> Any:
         editors=TINY_EDITOR_CONFIGS,
         guard={"max_locality_changed": 1.0},
         log={"snapshot_every": 3},
-        query_timeout=10.0,
+        query_timeout=30.0,
     )
 
 

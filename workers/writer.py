@@ -38,7 +38,15 @@ class Writer:
         """Rebuild the head state, take a new fencing epoch, and resolve what was left pending."""
         self.ctx.state.initialise()
         self.ctx.epoch = self.ctx.log.acquire_epoch()
+        self._catch_up()
         self.process_pending()
+
+    def _catch_up(self) -> None:
+        """A writer fenced out by our new epoch may have committed after we read the head."""
+        head = self.ctx.log.head()
+        if head.revision != self.ctx.state.revision:
+            logger.info("revision %d was committed while this writer started; restoring it", head.revision)
+            self.ctx.state.restore_to(head.revision)
 
     def run(self, stop: threading.Event, *, burst: bool = False) -> None:
         """Loop until `stop` is set (or, with `burst`, until nothing is pending)."""
