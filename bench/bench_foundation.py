@@ -36,14 +36,16 @@ def submit(rt: WriterRuntime, log: SqliteEditLog, kind: str, body: dict[str, Any
     return command_id
 
 
-def timed(rt: WriterRuntime, log: SqliteEditLog, kind: str, body: dict[str, Any]) -> float:
+def timed(rt: WriterRuntime, log: SqliteEditLog, kind: str, body: dict[str, Any]) -> tuple[float, str]:
+    """Seconds from submission to resolution, and the status (an edit may be rejected by the guard)."""
     command_id = submit(rt, log, kind, body)
     start = time.perf_counter()
     rt.writer.process_pending()
     elapsed = time.perf_counter() - start
     status = log.get_command(command_id).status
-    assert status == "applied", f"{kind} ended {status}: {log.get_command(command_id).error}"
-    return elapsed
+    allowed = ("applied", "rejected") if kind == "edit" else ("applied",)
+    assert status in allowed, f"{kind} ended {status}: {log.get_command(command_id).error}"
+    return elapsed, status
 
 
 def forward_backward(rt: WriterRuntime, prompt: str, target: str) -> float:
@@ -84,16 +86,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         edits = [timed(rt, log, "edit", c.to_spec().model_dump()) for c in cases[: args.edits]]
         head = log.head().revision
         rollbacks = {
-            "to_base": timed(rt, log, "rollback", {"to_revision": 0}),
-            "to_middle": timed(rt, log, "rollback", {"to_revision": head // 2 + 1}),
-            "to_head": timed(rt, log, "rollback", {"to_revision": head}),
+            "to_base": timed(rt, log, "rollback", {"to_revision": 0})[0],
+            "to_middle": timed(rt, log, "rollback", {"to_revision": head // 2 + 1})[0],
+            "to_head": timed(rt, log, "rollback", {"to_revision": head})[0],
         }
-        replay = timed(rt, log, "replay", {})
+        replay = timed(rt, log, "replay", {})[0]
         revisions = log.head().revision
     return {
         "model": settings.model, "editor": args.editor, "edits": args.edits,
         "forward_backward": summary(fb), "editor_compute": summary(compute),
-        "edit_revision": summary(edits), "rollback_s": rollbacks,
+        "edit_revision": summary([t for t, _ in edits]),
+        "edits_applied": sum(status == "applied" for _, status in edits),
+        "edits_rejected_by_guard": sum(status == "rejected" for _, status in edits),
+        "rollback_s": rollbacks,
         "replay": {"seconds": replay, "revisions_verified": revisions, "per_revision_s": replay / revisions},
     }
 

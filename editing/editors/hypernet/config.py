@@ -1,0 +1,79 @@
+"""Configs of the hypernetwork editors (edit time) and of their training (`factpatch train`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from editing.editors.base import EditorConfig
+
+
+class HypernetConfig(EditorConfig):
+    """rledit / malmen at edit time: a trained hypernetwork turns (K, Δ) into low-rank shifts."""
+
+    checkpoint: Path | None = Field(
+        None,
+        description="Hypernetwork checkpoint (.safetensors next to its .json card). Unset = the shipped "
+        "checkpoint in editing/checkpoints/ whose card matches the loaded model (model id + config hash).",
+    )
+    modules: str | None = Field(
+        None,
+        description="Edited modules: a preset name (A, B, C, D for 30-layer Llamas), groups like "
+        "'gate_proj:10-14,up_proj:17-23', or dotted nn.Linear names, comma separated. Unset = the "
+        "checkpoint's list; when set it must equal the checkpoint's list.",
+    )
+    max_answer_tokens: int = Field(
+        384,
+        ge=1,
+        description="Most answer tokens N in one batch (N* guard: factors (K, C) are smaller than a dense "
+        "shift only while N < d_k*d_v/(d_k+d_v), about 419 for SmolLM2). Larger batches are refused.",
+    )
+    chunk_size: int = Field(
+        4096, ge=1, description="Rows of (K, Δ) the network processes at once (bounds memory only)."
+    )
+    untrained: bool = Field(
+        False,
+        description="Tests only: run an identity-initialised network with an empty normaliser instead of a "
+        "checkpoint. Logged as a warning; never the default.",
+    )
+    lr: float = Field(
+        1e-4, gt=0, description="Initial edit step α of the untrained network (ignored with a checkpoint)."
+    )
+
+
+EditorKind = Literal["rledit", "malmen"]
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines a hypernetwork training run; stored in the checkpoint card."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    editor: EditorKind = Field("rledit", description="rledit: trajectories on the evolving model; malmen: "
+                               "single turns from the base model.")
+    modules: str = Field("E", description="Edited modules (preset, groups or dotted names; see HypernetConfig).")
+    turns: int = Field(10, ge=1, description="T: turns per trajectory (malmen: independent batches per step).")
+    edits_per_turn: int = Field(10, ge=1, description="n: edits per turn.")
+    back_depth: int = Field(3, ge=1, description="J: backtracked batches, the current one included (rledit).")
+    decay: float = Field(0.95, ge=0, le=1, description="μ: weight μ^j of the batch j turns back.")
+    loc_coef: float = Field(10.0, ge=0, description="c_loc: weight of the locality KL.")
+    reg_coef: float = Field(0.0, ge=0, description="η: weight of ‖ΔW‖_F² (reaches the network through G).")
+    rank: int = Field(256, ge=1, description="r: low-rank width of each residual block.")
+    blocks: int = Field(2, ge=1, description="Residual blocks per network.")
+    lr: float = Field(1e-3, gt=0, description="Initial edit step α of every module.")
+    meta_lr: float = Field(1e-5, gt=0, description="Adam learning rate of the network (A, B, biases, embeddings).")
+    alpha_lr: float = Field(
+        0.05, gt=0, description="Adam learning rate of each α relative to its initial value (step ≈ alpha_lr·lr)."
+    )
+    lambda_lr: float = Field(0.05, gt=0, description="Adam learning rate of the log ridge weights λ̃.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Clip of the running meta-gradient after every turn.")
+    steps: int = Field(30, ge=0, description="Optimizer steps; each rolls out a fresh trajectory from W_0.")
+    prime_batches: int = Field(
+        20, ge=0, description="Base-model batches that fill the normaliser before the first update."
+    )
+    seed: int = Field(0, description="Seed of the network initialisation and of the data order.")
+    chunk_size: int = Field(4096, ge=1, description="Rows of (K, Δ) per network call.")
+    save_dtype: Literal["float16", "float32"] = Field("float16", description="dtype of the stored network matrices.")
+    checkpoint_every: int = Field(5, ge=1, description="Write a resumable checkpoint every K steps.")

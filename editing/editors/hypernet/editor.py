@@ -1,0 +1,172 @@
+"""The rledit / malmen editors: one code path at edit time (rledit.md §9).
+
+compute: (K, Δ) on the current model → updated copy of the normaliser → network (no grad) →
+ridge solve → artifact with the factors (K_m, C_m) per module, never a dense ΔW.
+apply: W_linear += Cᵀ K on the fp32 masters, and the normaliser state from the artifact.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from editing.artifacts import EditArtifact
+from editing.editors.base import EditBatch, Editor, RestoreParams, Undo
+from editing.editors.hypernet.checkpoint import (
+    Checkpoint,
+    config_sha256,
+    find_checkpoint,
+    load_checkpoint,
+    train_command,
+)
+from editing.editors.hypernet.config import HypernetConfig
+from editing.editors.hypernet.modules import resolve_modules, slots
+from editing.editors.hypernet.network import HyperBank
+from editing.editors.hypernet.normaliser import NormStats, merged
+from editing.editors.hypernet.solve import linear_update, solve
+from editing.editors.hypernet.state import Factors, collect
+from editing.errors import CheckpointMismatchError, InvalidEditError
+
+logger = logging.getLogger(__name__)
+
+
+class HypernetEditor(Editor):
+    """Shared implementation; subclasses only fix the name (and so the default checkpoint)."""
+
+    version = "1"
+    config_cls = HypernetConfig
+    config: HypernetConfig
+
+    def attach(self) -> None:
+        loaded = self._untrained() if self.config.untrained else self._load()
+        self.bank = loaded.bank.eval().requires_grad_(False)
+        self.checkpoint_sha256 = loaded.sha256
+        self._base_stats = {k: v.clone() for k, v in loaded.stats.items()}
+        self._stats = {k: v.clone() for k, v in loaded.stats.items()}
+        super().attach()
+
+    def _load(self) -> Checkpoint:
+        host = self.host
+        path = self.config.checkpoint or find_checkpoint(
+            editor=self.name, model_id=host.model_id, config_hash=config_sha256(host.model))
+        if path is None:
+            cmd = train_command(editor=self.name, model_id=host.model_id)
+            raise CheckpointMismatchError(
+                f"no {self.name} checkpoint matches model {host.model_id!r}; train one with: {cmd}", command=cmd)
+        checkpoint = load_checkpoint(Path(path), model=host.model, model_id=host.model_id,
+                                     modules=self.config.modules, device=host.device)
+        logger.info("%s: checkpoint %s (sha256 %s, %d modules)", self.name, path, checkpoint.sha256[:12],
+                    len(checkpoint.card.modules))
+        return checkpoint
+
+    def _untrained(self) -> Checkpoint:
+        from editing.editors.hypernet.checkpoint import CheckpointCard, model_ref
+
+        spec = self.config.modules or "A"
+        module_slots = slots(self.host.model, resolve_modules(self.host.model, spec))
+        bank = HyperBank(module_slots=module_slots, rank=1, blocks=1, lr=self.config.lr).to(self.host.device)
+        logger.warning("%s runs an UNTRAINED hypernetwork (config untrained=true): for tests only", self.name)
+        card = CheckpointCard(editor=self.name, model=model_ref(self.host.model, self.host.model_id),
+                              modules=list(module_slots), shapes={}, rank=1, blocks=1, matrix_dtype="float32",
+                              weights_sha256="untrained")
+        return Checkpoint(bank=bank, stats=bank.empty_stats(self.host.device), card=card, sha256="untrained")
+
+    @property
+    def modules(self) -> list[str]:
+        return self.bank.modules_list
+
+    def tracked_parameters(self) -> list[str]:
+        return [f"{m}.weight" for m in self.modules]
+
+    # ---- compute ---------------------------------------------------------------------------------
+    def compute(self, batch: EditBatch) -> EditArtifact:
+        tokens = self.host.encode_pairs(batch.pairs)
+        n = int(tokens.target_mask.sum())
+        if n > self.config.max_answer_tokens:
+            raise InvalidEditError(
+                f"the batch has {n} answer tokens; {self.name} takes at most {self.config.max_answer_tokens} "
+                "(max_answer_tokens) per revision", field="target")
+        factors, _ = collect(self.host.model, self.modules, tokens)
+        stats = self.updated_stats(factors)
+        tensors: dict[str, Tensor] = {}
+        alphas, lambdas = {}, {}
+        with torch.no_grad():
+            for module, f in factors.items():
+                coeffs, alphas[module], lambdas[module] = self.coefficients(module, f, stats)
+                tensors[f"keys/{module}"], tensors[f"coeffs/{module}"] = f.keys, coeffs
+        for shape, s in stats.items():
+            tensors.update(s.tensors(f"norm/{shape}"))
+        return self._artifact(tensors, alpha=alphas, ridge=lambdas, answer_tokens=n, edits=len(batch.edits),
+                              checkpoint_sha256=self.checkpoint_sha256, model=self.host.model_id,
+                              serving_dtype=str(self.host.dtype).removeprefix("torch."))
+
+    def updated_stats(self, factors: dict[str, Factors]) -> dict[str, NormStats]:
+        """A copy of the normaliser statistics updated with this batch's rows [k ; δ] (per shape)."""
+        out = {}
+        for shape, stats in self._stats.items():
+            rows = [torch.cat([f.keys, f.grads], dim=-1) for m, f in factors.items()
+                    if self.bank.module_slots[m].shape == shape]  # each (N, d)
+            out[shape] = merged(stats, torch.cat(rows)) if rows else stats.clone()
+        return out
+
+    def coefficients(self, module: str, f: Factors, stats: dict[str, NormStats]) -> tuple[Tensor, float, float]:
+        """(C (N, d_v), α, λ) of one module."""
+        slot = self.bank.module_slots[module]
+        net = self.bank.net(module)
+        desired = net.desired(f.keys, f.grads, slot.index, stats[slot.shape], self.config.chunk_size)  # (N, d_v)
+        lam = float(net.ridge(slot.index))
+        return solve(f.keys, desired, lam).coeffs, float(net.alpha[slot.index]), lam
+
+    # ---- apply / state -------------------------------------------------------------------------
+    def apply(self, artifact: EditArtifact) -> Undo:
+        self._check_artifact(artifact)
+        modules = [k.removeprefix("keys/") for k in artifact.tensors if k.startswith("keys/")]
+        unknown = sorted(set(modules) - set(self.modules))
+        if unknown:
+            raise InvalidEditError(f"the artifact edits modules this {self.name} editor does not track: {unknown}")
+        stats = {s: NormStats.from_tensors(artifact.tensors, f"norm/{s}").to(self.host.device) for s in self._stats}
+        undo = RestoreParams(params={f"{m}.weight": self.host.master(f"{m}.weight").clone() for m in modules},
+                             editor_state={k: v.clone() for k, v in self.state_tensors().items()})
+        device = self.host.device
+        for module in modules:
+            keys = artifact.tensors[f"keys/{module}"].to(device)  # (N, d_k)
+            coeffs = artifact.tensors[f"coeffs/{module}"].to(device)  # (N, d_v)
+            name = f"{module}.weight"
+            self.host.set_master(name, self.host.master(name) + linear_update(keys, coeffs))
+        self._stats = {s: v.clone() for s, v in stats.items()}
+        return undo
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        for shape, stats in self._stats.items():
+            out.update(stats.tensors(f"norm/{shape}"))
+        return out
+
+    def load_state_tensors(self, state: dict[str, Tensor]) -> None:
+        expected = set(self.state_tensors())
+        if set(state) != expected:
+            raise ValueError(f"{self.name} state needs {sorted(expected)}, got {sorted(state)}")
+        device = self.host.device
+        self._stats = {s: NormStats.from_tensors(state, f"norm/{s}").clone().to(device) for s in self._stats}
+
+    def reset(self) -> None:
+        self.host.reset_to_base()
+        self._stats = {k: v.clone() for k, v in self._base_stats.items()}
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "checkpoint_sha256": self.checkpoint_sha256, "modules": self.modules}
+
+
+class RLEditEditor(HypernetEditor):
+    """RLEdit: the network trained on trajectories of the evolving model."""
+
+    name = "rledit"
+
+
+class MalmenEditor(HypernetEditor):
+    """MALMEN: the same network trained on single turns from the base model."""
+
+    name = "malmen"

@@ -1,0 +1,107 @@
+"""Hypernetwork maths: normaliser, ridge solve (dual = primal), meta-gradient formulas, network init."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from editing.editors.hypernet.modules import Slot
+from editing.editors.hypernet.network import HyperBank
+from editing.editors.hypernet.normaliser import NormStats, merged, standardise
+from editing.editors.hypernet.solve import dense_shift, linear_update, meta_grads, primal_shift, solve
+
+
+@pytest.fixture()
+def gen() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+def test_normaliser_update_matches_direct_mean_and_var(gen: torch.Generator) -> None:
+    chunks = [torch.randn(n, 6, generator=gen) * 3 + 1 for n in (1, 7, 30, 2)]
+    stats = NormStats.empty(6)
+    for chunk in chunks:
+        before = stats.clone()
+        stats = merged(stats, chunk)
+        assert before.equal(merged(before, chunk[:0]))  # pure: the input is not changed
+    rows = torch.cat(chunks).double()
+    assert int(stats.count) == rows.shape[0]
+    torch.testing.assert_close(stats.mean.double(), rows.mean(0), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(stats.var.double(), rows.var(0, unbiased=False), rtol=1e-5, atol=1e-6)
+
+
+def test_standardise_gives_zero_mean_unit_std(gen: torch.Generator) -> None:
+    rows = torch.randn(500, 4, generator=gen) * torch.tensor([1e-3, 1.0, 10.0, 0.1]) + 5
+    z = standardise(merged(NormStats.empty(4), rows), rows)
+    torch.testing.assert_close(z.mean(0), torch.zeros(4), atol=1e-4, rtol=0)
+    torch.testing.assert_close(z.std(0, unbiased=False), torch.ones(4), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("n", [3, 12])  # dual (N < d_k) and primal (N >= d_k)
+def test_push_through_solve_equals_primal(gen: torch.Generator, n: int) -> None:
+    keys, desired, lam = torch.randn(n, 8, generator=gen), torch.randn(n, 5, generator=gen), 0.7
+    solution = solve(keys, desired, lam)
+    assert solution.dual == (n < 8)
+    assert solution.coeffs.shape == (n, 5)
+    shift = dense_shift(keys.double(), solution.coeffs.double())  # (d_k, d_v)
+    torch.testing.assert_close(shift, primal_shift(keys, desired, lam), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(linear_update(keys, solution.coeffs).T.double(), shift, rtol=1e-5, atol=1e-6)
+
+
+def test_dual_solve_in_float64_matches_the_normal_equation() -> None:
+    gen = torch.Generator().manual_seed(1)
+    keys, desired = torch.randn(4, 30, generator=gen, dtype=torch.float64), torch.randn(4, 6, generator=gen,
+                                                                                         dtype=torch.float64)
+    c = solve(keys, desired, 1e-3).coeffs.double()
+    torch.testing.assert_close((keys @ keys.T + 1e-3 * torch.eye(4, dtype=torch.float64)) @ c, desired,
+                               rtol=1e-5, atol=1e-5)
+
+
+def _autograd_reference(keys: torch.Tensor, desired: torch.Tensor, lam: float, grad_w: torch.Tensor,
+                        eta: float) -> tuple[torch.Tensor, float]:
+    """∂/∂D and ∂/∂λ̃ of ⟨G, ΔW(D, λ)⟩ + η‖ΔW‖² by autograd through a differentiable primal solve."""
+    k = keys.double()
+    d = desired.double().requires_grad_(True)
+    log_lam = torch.tensor(float(torch.log(torch.tensor(lam))), dtype=torch.float64, requires_grad=True)
+    a = k.T @ k + log_lam.exp() * torch.eye(k.shape[1], dtype=torch.float64)
+    shift = torch.linalg.solve(a, k.T @ d)  # (d_k, d_v)
+    loss = (grad_w.double().T * shift).sum() + eta * (shift**2).sum()
+    grad_d, grad_lam = torch.autograd.grad(loss, [d, log_lam])
+    return grad_d, float(grad_lam)
+
+
+@pytest.mark.parametrize(("n", "eta"), [(3, 0.0), (3, 0.3), (12, 0.0), (12, 0.3)])
+def test_meta_grads_match_autograd(gen: torch.Generator, n: int, eta: float) -> None:
+    keys, desired, lam = torch.randn(n, 8, generator=gen), torch.randn(n, 5, generator=gen), 0.5
+    grad_w = torch.randn(5, 8, generator=gen)  # ∂L/∂W_linear (d_v, d_k)
+    solution = solve(keys, desired, lam)
+    grad_d, grad_lam = meta_grads(keys=keys, solution=solution, weight_grad=grad_w, lam=lam, reg_coef=eta)
+    ref_d, ref_lam = _autograd_reference(keys, desired, lam, grad_w, eta)
+    torch.testing.assert_close(grad_d.double(), ref_d, rtol=1e-4, atol=1e-5)
+    assert grad_lam == pytest.approx(ref_lam, rel=1e-4, abs=1e-6)
+
+
+def test_regulariser_changes_the_meta_gradient_and_zero_is_unregularised(gen: torch.Generator) -> None:
+    keys, desired, lam = torch.randn(3, 8, generator=gen), torch.randn(3, 5, generator=gen), 0.5
+    grad_w = torch.randn(5, 8, generator=gen)
+    solution = solve(keys, desired, lam)
+    plain = meta_grads(keys=keys, solution=solution, weight_grad=grad_w, lam=lam, reg_coef=0.0)
+    regularised = meta_grads(keys=keys, solution=solution, weight_grad=grad_w, lam=lam, reg_coef=0.1)
+    assert not torch.allclose(plain[0], regularised[0])
+    assert plain[1] != regularised[1]
+    # η = 0 is exactly the formula without the regulariser: (KKᵀ + λI)⁻¹ K G
+    k = keys.double()
+    direct = torch.linalg.solve(k @ k.T + lam * torch.eye(3, dtype=torch.float64), k @ grad_w.double().T)
+    torch.testing.assert_close(plain[0].double(), direct, rtol=1e-5, atol=1e-6)
+
+
+def test_untrained_network_is_the_identity_on_standardised_rows(gen: torch.Generator) -> None:
+    slots = {"m0": Slot(shape="4x3", index=0, d_k=4, d_v=3), "m1": Slot(shape="4x3", index=1, d_k=4, d_v=3),
+             "m2": Slot(shape="3x4", index=0, d_k=3, d_v=4)}
+    bank = HyperBank(module_slots=slots, rank=5, blocks=2, lr=0.1)
+    assert sorted(bank.nets) == ["3x4", "4x3"]
+    keys, grads = torch.randn(6, 4, generator=gen), torch.randn(6, 3, generator=gen)
+    stats = merged(NormStats.empty(7), torch.cat([keys, grads], -1))
+    k_t, d_t = bank.net("m1").transform(keys, grads, 1, stats)
+    torch.testing.assert_close(torch.cat([k_t, d_t], -1), standardise(stats, torch.cat([keys, grads], -1)))
+    desired = bank.net("m1").desired(keys, grads, 1, stats, chunk=4)  # chunking does not matter
+    torch.testing.assert_close(desired, -0.1 * (keys * k_t).sum(-1, keepdim=True) * d_t)
