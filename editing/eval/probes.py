@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from editing.host import ModelHost, TokenBatch
+from editing.kvcache import cache_from_output, cache_kwarg
 
 Ids = tuple[int, ...]
 
@@ -155,6 +156,6 @@ def _greedy_chunk(host: ModelHost, prompts: Sequence[Ids], steps: int) -> Tensor
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # (B, L + 1)
         positions = positions[:, -1:] + 1  # (B, 1)
         out = host.model(input_ids=generated[-1][:, None], attention_mask=mask, position_ids=positions,
-                         past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+                         use_cache=True, logits_to_keep=1, **cache_kwarg(host.model, cache_from_output(out)))
         generated.append(out.logits[:, -1].argmax(dim=-1))
     return torch.stack(generated, dim=1)  # (B, steps)

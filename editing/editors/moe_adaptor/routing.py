@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from editing.editors.moe_adaptor.layer import Plan, RoutingContext
+from editing.kvcache import cache_from_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class PrefillHook:
             return
         ids = kwargs.get("input_ids", args[0] if args else None)
         embeds = kwargs.get("inputs_embeds")
-        if cached_tokens(kwargs.get("past_key_values")) == 0:
+        if cached_tokens(cache_from_kwargs(kwargs)) == 0:
             self.context.set(self.planner(ids, kwargs.get("attention_mask"), embeds))
             return
         plan = self.context.get()

@@ -78,7 +78,7 @@ def capture_prefix(model: nn.Module, *, layer: int, wrapper: MoEAdaptorLayer, to
     finally:
         for handle in handles:
             handle.remove()
-    kwargs = {k: v for k, v in seen["kwargs"].items() if k not in ("past_key_values", "use_cache")}
+    kwargs = {k: v for k, v in seen["kwargs"].items() if k not in ("past_key_values", "cache", "use_cache")}
     rows, cols = tokens.target_mask.nonzero(as_tuple=True)  # (T,), (T,)
     return Prefix(
         x=seen["x"],
