@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cases = usable(load_cases(args.data))[args.offset : args.offset + args.turns * args.edits]
     loc_pairs = [(c.locality[0].prompt, c.locality[0].answer) for c in cases]
     _, loc_before = accuracy(host, loc_pairs)
-    overrides: dict[str, Any] = dict(kv.split("=", 1) for kv in args.set)
+    overrides: dict[str, Any] = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     if args.untrained:
         overrides.update(untrained=True, modules=args.modules, lr=args.lr)
     if args.checkpoint:
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["mean"] = sum(result.values()) / 3
     result.update(edit_seconds=round(edit_s, 1), turns=args.turns, edits=args.edits, editor=args.editor,
                   modules=args.modules, lr=args.lr, untrained=args.untrained, checkpoint=args.checkpoint,
-                  set=args.set, prime=args.prime, data=str(args.data), offset=args.offset)
+                  set=args.set, label=args.label, prime=args.prime, data=str(args.data), offset=args.offset)
     return result
 
 
@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="editor config key=value")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="append the result as a JSON line")
+    parser.add_argument("--label", default="", help="a name for this run in the output")
     args = parser.parse_args()
     logging.basicConfig(level="WARNING")
     if args.threads:

@@ -49,7 +49,7 @@ def test_the_artifact_holds_factors_not_a_dense_shift() -> None:
     assert n == len(" Rome") + len(" Lima")  # byte-level tokenizer: one token per byte
     expected = {}
     for module in editor.modules:
-        expected[f"keys/{module}"] = (n, 32)
+        expected[f"left/{module}"] = (n, 32)
         expected[f"coeffs/{module}"] = (n, 64)
     expected.update({"norm/32x64/count": (1,), "norm/32x64/mean": (96,), "norm/32x64/var": (96,)})
     assert {k: tuple(v.shape) for k, v in artifact.tensors.items()} == expected
@@ -64,7 +64,7 @@ def test_applying_adds_c_transpose_k_to_the_fp32_masters() -> None:
     module = editor.modules[0]
     before = editor.host.master(f"{module}.weight").clone()
     editor.apply(artifact)
-    shift = artifact.tensors[f"coeffs/{module}"].T @ artifact.tensors[f"keys/{module}"]  # (d_v, d_k)
+    shift = artifact.tensors[f"coeffs/{module}"].T @ artifact.tensors[f"left/{module}"]  # (d_v, d_k)
     assert torch.equal(editor.host.master(f"{module}.weight"), before + shift)
 
 

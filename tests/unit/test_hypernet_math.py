@@ -8,12 +8,27 @@ import torch
 from editing.editors.hypernet.modules import Slot
 from editing.editors.hypernet.network import HyperBank
 from editing.editors.hypernet.normaliser import NormStats, merged, standardise
-from editing.editors.hypernet.solve import dense_shift, linear_update, meta_grads, primal_shift, solve
+from editing.editors.hypernet.solve import (
+    Keep,
+    dense_shift,
+    linear_update,
+    meta_grads,
+    primal_shift,
+    solve,
+    times_inverse,
+)
 
 
 @pytest.fixture()
 def gen() -> torch.Generator:
     return torch.Generator().manual_seed(0)
+
+
+def random_keep(d_k: int, rank: int, seed: int = 3) -> Keep:
+    """An orthonormal basis (d_k, rank) with energies of the size of ‖k‖² for unit-variance keys."""
+    g = torch.Generator().manual_seed(seed)
+    basis, _ = torch.linalg.qr(torch.randn(d_k, rank, generator=g, dtype=torch.float64))
+    return Keep(basis=basis.float(), energy=torch.rand(rank, generator=g) * 20 + 1)
 
 
 def test_normaliser_update_matches_direct_mean_and_var(gen: torch.Generator) -> None:
@@ -36,46 +51,80 @@ def test_standardise_gives_zero_mean_unit_std(gen: torch.Generator) -> None:
     torch.testing.assert_close(z.std(0, unbiased=False), torch.ones(4), atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("keep", [None, 0, 3])
 @pytest.mark.parametrize("n", [3, 12])  # dual (N < d_k) and primal (N >= d_k)
-def test_push_through_solve_equals_primal(gen: torch.Generator, n: int) -> None:
+def test_push_through_solve_equals_primal(gen: torch.Generator, n: int, keep: int | None) -> None:
     keys, desired, lam = torch.randn(n, 8, generator=gen), torch.randn(n, 5, generator=gen), 0.7
-    solution = solve(keys, desired, lam)
+    term = None if keep is None else random_keep(8, keep)
+    solution = solve(keys, desired, lam, term)
     assert solution.dual == (n < 8)
-    assert solution.coeffs.shape == (n, 5)
-    shift = dense_shift(keys.double(), solution.coeffs.double())  # (d_k, d_v)
-    torch.testing.assert_close(shift, primal_shift(keys, desired, lam), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(linear_update(keys, solution.coeffs).T.double(), shift, rtol=1e-5, atol=1e-6)
+    assert solution.left.shape == (n, 8) and solution.coeffs.shape == (n, 5)
+    shift = dense_shift(solution.left.double(), solution.coeffs.double())  # (d_k, d_v)
+    torch.testing.assert_close(shift, primal_shift(keys, desired, lam, term), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(linear_update(solution.left, solution.coeffs).T.double(), shift, rtol=1e-5, atol=1e-6)
 
 
-def test_dual_solve_in_float64_matches_the_normal_equation() -> None:
+def test_without_keep_the_factors_are_the_spec_ridge() -> None:
     gen = torch.Generator().manual_seed(1)
     keys, desired = torch.randn(4, 30, generator=gen, dtype=torch.float64), torch.randn(4, 6, generator=gen,
                                                                                          dtype=torch.float64)
-    c = solve(keys, desired, 1e-3).coeffs.double()
-    torch.testing.assert_close((keys @ keys.T + 1e-3 * torch.eye(4, dtype=torch.float64)) @ c, desired,
-                               rtol=1e-5, atol=1e-5)
+    lam = 1e-3
+    solution = solve(keys, desired, lam)
+    torch.testing.assert_close(solution.left.double(), keys / lam, rtol=1e-6, atol=0)
+    c = (keys @ keys.T + lam * torch.eye(4, dtype=torch.float64)) @ solution.coeffs.double()  # = λ D
+    torch.testing.assert_close(c, lam * desired, rtol=1e-5, atol=1e-8)
+
+
+def test_times_inverse_is_the_inverse_of_lambda_plus_keep() -> None:
+    keep, lam = random_keep(8, 3), 0.4
+    rows = torch.randn(5, 8, dtype=torch.float64)
+    a0 = lam * torch.eye(8, dtype=torch.float64) + (keep.basis.double() * keep.energy.double()) @ keep.basis.double().T
+    torch.testing.assert_close(times_inverse(rows, lam, keep) @ a0, rows, rtol=1e-6, atol=1e-6)
+
+
+def test_the_keep_term_spares_ordinary_keys_and_still_fits_the_edit(gen: torch.Generator) -> None:
+    """Keys = a shared component (what every prompt has) + a particular one. Keeping the shared
+    direction moves a probe that shares only it far less, while the edit keys still get about D."""
+    common = torch.zeros(16)
+    common[0] = 6.0
+    keys = common + torch.randn(3, 16, generator=gen)  # edit keys
+    probe = common + torch.randn(16, generator=gen)  # an unrelated prompt's key
+    desired = torch.randn(3, 4, generator=gen)
+    basis = torch.zeros(16, 1)
+    basis[0, 0] = 1.0
+    changes = {}
+    for name, keep in {"plain": None, "keep": Keep(basis=basis, energy=torch.tensor([1e4]))}.items():
+        solution = solve(keys, desired, 0.1, keep)
+        shift = dense_shift(solution.left.double(), solution.coeffs.double())  # (d_k, d_v)
+        changes[name] = float((probe.double() @ shift).norm())
+        torch.testing.assert_close(keys.double() @ shift, desired.double(), rtol=0.2, atol=0.2)
+    assert changes["keep"] < 0.5 * changes["plain"], changes
 
 
 def _autograd_reference(keys: torch.Tensor, desired: torch.Tensor, lam: float, grad_w: torch.Tensor,
-                        eta: float) -> tuple[torch.Tensor, float]:
+                        eta: float, keep: Keep | None) -> tuple[torch.Tensor, float]:
     """∂/∂D and ∂/∂λ̃ of ⟨G, ΔW(D, λ)⟩ + η‖ΔW‖² by autograd through a differentiable primal solve."""
     k = keys.double()
     d = desired.double().requires_grad_(True)
     log_lam = torch.tensor(float(torch.log(torch.tensor(lam))), dtype=torch.float64, requires_grad=True)
     a = k.T @ k + log_lam.exp() * torch.eye(k.shape[1], dtype=torch.float64)
+    if keep is not None:
+        a = a + (keep.basis.double() * keep.energy.double()) @ keep.basis.double().T
     shift = torch.linalg.solve(a, k.T @ d)  # (d_k, d_v)
     loss = (grad_w.double().T * shift).sum() + eta * (shift**2).sum()
     grad_d, grad_lam = torch.autograd.grad(loss, [d, log_lam])
     return grad_d, float(grad_lam)
 
 
+@pytest.mark.parametrize("with_keep", [False, True])
 @pytest.mark.parametrize(("n", "eta"), [(3, 0.0), (3, 0.3), (12, 0.0), (12, 0.3)])
-def test_meta_grads_match_autograd(gen: torch.Generator, n: int, eta: float) -> None:
+def test_meta_grads_match_autograd(gen: torch.Generator, n: int, eta: float, with_keep: bool) -> None:
     keys, desired, lam = torch.randn(n, 8, generator=gen), torch.randn(n, 5, generator=gen), 0.5
     grad_w = torch.randn(5, 8, generator=gen)  # ∂L/∂W_linear (d_v, d_k)
-    solution = solve(keys, desired, lam)
+    keep = random_keep(8, 3) if with_keep else None
+    solution = solve(keys, desired, lam, keep)
     grad_d, grad_lam = meta_grads(keys=keys, solution=solution, weight_grad=grad_w, lam=lam, reg_coef=eta)
-    ref_d, ref_lam = _autograd_reference(keys, desired, lam, grad_w, eta)
+    ref_d, ref_lam = _autograd_reference(keys, desired, lam, grad_w, eta, keep)
     torch.testing.assert_close(grad_d.double(), ref_d, rtol=1e-4, atol=1e-5)
     assert grad_lam == pytest.approx(ref_lam, rel=1e-4, abs=1e-6)
 

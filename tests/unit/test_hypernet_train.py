@@ -106,6 +106,19 @@ def test_checkpoint_round_trip_is_bitwise_and_the_card_says_how(trained: Path, t
     assert len(card.metrics["history"]) == 2
 
 
+def test_the_keep_basis_is_estimated_on_the_base_model_and_saved(trained: Path) -> None:
+    net = load_checkpoint(trained, model=new_host().model, model_id="tiny").bank.networks()["32x64"]
+    assert read_card(trained).keep_rank == TrainConfig().keep_rank and net.keep_basis.shape == (2, 32, 32)
+    for index in range(2):
+        basis, energy = net.keep_basis[index], net.keep_energy[index]  # (d_k, r), (r,)
+        torch.testing.assert_close(basis.T @ basis, torch.eye(32), atol=1e-4, rtol=0)
+        assert bool((energy[:-1] >= energy[1:]).all()) and float(energy[0]) > 0
+        assert float(net.keep_coef[index]) == TrainConfig().keep_coef
+    untouched = TrainConfig(**{**TINY_TRAIN, "keep_rank": 0})  # the spec's plain ridge
+    assert build_trainer(new_host(), untouched, trained.parent / "facts.json", "auto").bank.net(
+        "model.layers.0.mlp.up_proj").keep(0) is None
+
+
 def test_fp16_checkpoints_store_matrices_in_half_precision(tmp_path: Path) -> None:
     path = train_tiny(tmp_path, steps=1)
     from safetensors.torch import load_file

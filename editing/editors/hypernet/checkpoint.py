@@ -57,6 +57,7 @@ class CheckpointCard(BaseModel):
     shapes: dict[str, list[int]]  # shape key -> [d_k, d_v, n_modules]
     rank: int
     blocks: int
+    keep_rank: int = 0
     matrix_dtype: str
     weights_sha256: str
     command: str = ""
@@ -152,7 +153,7 @@ def save_checkpoint(stem: Path, *, bank: HyperBank, stats: dict[str, NormStats],
     path = Path(f"{stem}.safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    full = {**card, "rank": bank.rank, "blocks": bank.n_blocks, "matrix_dtype": matrix_dtype,
+    full = {**card, "rank": bank.rank, "blocks": bank.n_blocks, "keep_rank": bank.keep_rank, "matrix_dtype": matrix_dtype,
             "weights_sha256": hashlib.sha256(data).hexdigest()}
     card_path(path).write_text(CheckpointCard.model_validate(full).model_dump_json(indent=2) + "\n")
     return path
@@ -169,7 +170,7 @@ def load_checkpoint(path: Path, *, model: nn.Module, model_id: str, modules: str
                                       f"{card.weights_sha256[:12]} (file changed after training)")
     _check_model(path, card, model, model_id)
     module_slots = _check_modules(path, card, model, modules)
-    bank = HyperBank(module_slots=module_slots, rank=card.rank, blocks=card.blocks, lr=0.0)
+    bank = HyperBank(module_slots=module_slots, rank=card.rank, blocks=card.blocks, lr=0.0, keep_rank=card.keep_rank)
     tensors = st_load(data)
     _check_tensors(path, bank, tensors)
     for shape, net in bank.networks().items():

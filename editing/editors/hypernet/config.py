@@ -41,6 +41,10 @@ class HypernetConfig(EditorConfig):
     lr: float = Field(
         1e-4, gt=0, description="Initial edit step α of the untrained network (ignored with a checkpoint)."
     )
+    keep_coef: float | None = Field(
+        None, ge=0, description="μ of the keep term (preserve the outputs of ordinary keys); unset = the "
+        "checkpoint's value, 0 = the spec's plain ridge.",
+    )
 
 
 EditorKind = Literal["rledit", "malmen"]
@@ -73,6 +77,9 @@ class TrainConfig(BaseModel):
     prime_batches: int = Field(
         20, ge=0, description="Base-model batches that fill the normaliser before the first update."
     )
+    keep_rank: int = Field(256, ge=0, description="r: rank of each module's keep basis (0: none, the spec's ridge).")
+    keep_coef: float = Field(100.0, ge=0, description="μ: weight of the keep term μ·C₀ in the ridge regulariser.")
+    keep_cases: int = Field(640, ge=1, description="Training cases whose ordinary inputs estimate C₀.")
     seed: int = Field(0, description="Seed of the network initialisation and of the data order.")
     chunk_size: int = Field(4096, ge=1, description="Rows of (K, Δ) per network call.")
     save_dtype: Literal["float16", "float32"] = Field("float16", description="dtype of the stored network matrices.")

@@ -1,8 +1,9 @@
 """The rledit / malmen editors: one code path at edit time (rledit.md §9).
 
 compute: (K, Δ) on the current model → updated copy of the normaliser → network (no grad) →
-ridge solve → artifact with the factors (K_m, C_m) per module, never a dense ΔW.
-apply: W_linear += Cᵀ K on the fp32 masters, and the normaliser state from the artifact.
+ridge solve (with the checkpoint's keep term) → artifact with the factors (L_m, C_m) per module,
+never a dense ΔW.
+apply: W_linear += Cᵀ L on the fp32 masters, and the normaliser state from the artifact.
 """
 
 from __future__ import annotations
@@ -95,13 +96,14 @@ class HypernetEditor(Editor):
         alphas, lambdas = {}, {}
         with torch.no_grad():
             for module, f in factors.items():
-                coeffs, alphas[module], lambdas[module] = self.coefficients(module, f, stats)
-                tensors[f"keys/{module}"], tensors[f"coeffs/{module}"] = f.keys, coeffs
+                coeffs, alphas[module], lambdas[module] = self.factors(module, f, stats)
+                tensors[f"left/{module}"], tensors[f"coeffs/{module}"] = coeffs
         for shape, s in stats.items():
             tensors.update(s.tensors(f"norm/{shape}"))
         return self._artifact(tensors, alpha=alphas, ridge=lambdas, answer_tokens=n, edits=len(batch.edits),
                               checkpoint_sha256=self.checkpoint_sha256, model=self.host.model_id,
-                              serving_dtype=str(self.host.dtype).removeprefix("torch."))
+                              serving_dtype=str(self.host.dtype).removeprefix("torch."), keep_rank=self.bank.keep_rank,
+                              keep_coef=self.config.keep_coef)
 
     def updated_stats(self, factors: dict[str, Factors]) -> dict[str, NormStats]:
         """A copy of the normaliser statistics updated with this batch's rows [k ; δ] (per shape)."""
@@ -112,18 +114,20 @@ class HypernetEditor(Editor):
             out[shape] = merged(stats, torch.cat(rows)) if rows else stats.clone()
         return out
 
-    def coefficients(self, module: str, f: Factors, stats: dict[str, NormStats]) -> tuple[Tensor, float, float]:
-        """(C (N, d_v), α, λ) of one module."""
+    def factors(self, module: str, f: Factors, stats: dict[str, NormStats]
+                ) -> tuple[tuple[Tensor, Tensor], float, float]:
+        """((L (N, d_k), C (N, d_v)), α, λ) of one module: its shift is Cᵀ L."""
         slot = self.bank.module_slots[module]
         net = self.bank.net(module)
         desired = net.desired(f.keys, f.grads, slot.index, stats[slot.shape], self.config.chunk_size)  # (N, d_v)
         lam = float(net.ridge(slot.index))
-        return solve(f.keys, desired, lam).coeffs, float(net.alpha[slot.index]), lam
+        solution = solve(f.keys, desired, lam, net.keep(slot.index, self.config.keep_coef))
+        return (solution.left, solution.coeffs), float(net.alpha[slot.index]), lam
 
     # ---- apply / state -------------------------------------------------------------------------
     def apply(self, artifact: EditArtifact) -> Undo:
         self._check_artifact(artifact)
-        modules = [k.removeprefix("keys/") for k in artifact.tensors if k.startswith("keys/")]
+        modules = [k.removeprefix("left/") for k in artifact.tensors if k.startswith("left/")]
         unknown = sorted(set(modules) - set(self.modules))
         if unknown:
             raise InvalidEditError(f"the artifact edits modules this {self.name} editor does not track: {unknown}")
@@ -132,10 +136,10 @@ class HypernetEditor(Editor):
                              editor_state={k: v.clone() for k, v in self.state_tensors().items()})
         device = self.host.device
         for module in modules:
-            keys = artifact.tensors[f"keys/{module}"].to(device)  # (N, d_k)
+            left = artifact.tensors[f"left/{module}"].to(device)  # (N, d_k)
             coeffs = artifact.tensors[f"coeffs/{module}"].to(device)  # (N, d_v)
             name = f"{module}.weight"
-            self.host.set_master(name, self.host.master(name) + linear_update(keys, coeffs))
+            self.host.set_master(name, self.host.master(name) + linear_update(left, coeffs))
         self._stats = {s: v.clone() for s, v in stats.items()}
         return undo
 

@@ -3,6 +3,9 @@
 One `HyperNet` per distinct (d_k, d_v); modules of that shape are told apart by an index that
 selects per-module scale/shift embeddings, the edit step α and the log ridge weight λ̃. Every
 block starts as the identity (B = 0), so an untrained network passes the standardised rows on.
+Each module may also carry a *keep* basis (buffers, not trained): the top-r eigenvectors and
+eigenvalues of the base model's key second moment and a coefficient μ, which the ridge solve
+turns into the preservation term P = μ U diag(s) Uᵀ (solve.py).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from torch import Tensor, nn
 
 from editing.editors.hypernet.modules import Slot
 from editing.editors.hypernet.normaliser import NormStats, standardise
+from editing.editors.hypernet.solve import Keep
 
 
 class HyperBlock(nn.Module):
@@ -34,7 +38,7 @@ class HyperNet(nn.Module):
     """H_θ for one weight shape, with the per-module scalars α (edit step) and λ̃ (log ridge)."""
 
     def __init__(
-        self, *, d_k: int, d_v: int, rank: int, blocks: int, n_modules: int, lr: float,
+        self, *, d_k: int, d_v: int, rank: int, blocks: int, n_modules: int, lr: float, keep_rank: int = 0,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
@@ -45,6 +49,10 @@ class HyperNet(nn.Module):
         )
         self.alpha = nn.Parameter(torch.full((n_modules,), float(lr)))  # (M,)
         self.log_lambda = nn.Parameter(torch.zeros(n_modules))  # (M,)
+        keep_rank = min(keep_rank, d_k)
+        self.register_buffer("keep_basis", torch.zeros(n_modules, d_k, keep_rank))  # (M, d_k, r)
+        self.register_buffer("keep_energy", torch.zeros(n_modules, keep_rank))  # (M, r)
+        self.register_buffer("keep_coef", torch.zeros(n_modules))  # (M,)
 
     def transform(self, keys: Tensor, grads: Tensor, index: int, stats: NormStats) -> tuple[Tensor, Tensor]:
         """(k̃, δ̃) from (K (N, d_k), Δ (N, d_v)), row by row."""
@@ -67,23 +75,37 @@ class HyperNet(nn.Module):
         """λ = exp(λ̃) of one module (a 0-dim tensor)."""
         return self.log_lambda[index].exp()
 
+    def keep(self, index: int, coef: float | None = None) -> Keep | None:
+        """The preservation term of one module (None when it has none); `coef` overrides μ."""
+        mu = float(self.keep_coef[index]) if coef is None else coef
+        if self.keep_basis.shape[-1] == 0 or mu == 0:
+            return None
+        return Keep(basis=self.keep_basis[index], energy=mu * self.keep_energy[index])
+
+    def set_keep(self, index: int, basis: Tensor, energy: Tensor, coef: float) -> None:
+        """Install one module's basis (d_k, r) and eigenvalues (r,) with μ = `coef`."""
+        with torch.no_grad():
+            self.keep_basis[index].copy_(basis)
+            self.keep_energy[index].copy_(energy)
+            self.keep_coef[index] = coef
+
 
 class HyperBank(nn.Module):
     """All networks of one editor, keyed by shape, and the slot of every edited module."""
 
     def __init__(
-        self, *, module_slots: dict[str, Slot], rank: int, blocks: int, lr: float, seed: int = 0
+        self, *, module_slots: dict[str, Slot], rank: int, blocks: int, lr: float, seed: int = 0, keep_rank: int = 0
     ) -> None:
         super().__init__()
         self.module_slots = dict(module_slots)
-        self.rank, self.n_blocks = rank, blocks
+        self.rank, self.n_blocks, self.keep_rank = rank, blocks, keep_rank
         generator = torch.Generator().manual_seed(seed)
         nets: dict[str, HyperNet] = {}
         for slot in module_slots.values():
             if slot.shape not in nets:
                 count = sum(1 for s in module_slots.values() if s.shape == slot.shape)
                 nets[slot.shape] = HyperNet(d_k=slot.d_k, d_v=slot.d_v, rank=rank, blocks=blocks,
-                                            n_modules=count, lr=lr, generator=generator)
+                                            n_modules=count, lr=lr, keep_rank=keep_rank, generator=generator)
         self.nets = nn.ModuleDict(nets)
 
     def networks(self) -> dict[str, HyperNet]:

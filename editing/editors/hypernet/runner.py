@@ -83,7 +83,7 @@ def build_trainer(host: ModelHost, config: TrainConfig, data: Path, fmt: str) ->
     cases = usable(load_cases(data, fmt))
     module_slots = slots(host.model, resolve_modules(host.model, config.modules))
     bank = HyperBank(module_slots=module_slots, rank=config.rank, blocks=config.blocks, lr=config.lr,
-                     seed=config.seed).to(host.device)
+                     seed=config.seed, keep_rank=config.keep_rank).to(host.device)
     return Trainer(host=host, config=config, cases=cases, bank=bank, stats=bank.empty_stats(host.device))
 
 
@@ -98,6 +98,7 @@ def train(*, host: ModelHost, config: TrainConfig, data: Path, fmt: str, out: Pa
         progress = load_resume(out, trainer, config)
     else:
         progress = Progress(history=[])
+        trainer.install_keep()
         trainer.prime(config.prime_batches)
     bar = tqdm(total=config.steps * config.turns, initial=progress.step * config.turns, unit="turn",
                disable=not show_progress, dynamic_ncols=True, desc=f"train {config.editor}")

@@ -1,8 +1,17 @@
 """The ridge solve that combines every token's desired change (rledit.md §5.3-§5.4, §6).
 
-ΔW = argmin_S ‖K S − D‖² + λ‖S‖² = (KᵀK + λI)⁻¹ KᵀD = Kᵀ C  with  C = (KKᵀ + λI_N)⁻¹ D.
-The N × N (dual) system is solved in fp64 by Cholesky when N < d_k, the d_k × d_k (primal)
-one otherwise, and the shift is kept as the factor pair (K, C): W_linear += Cᵀ K.
+  ΔW = argmin_S ‖K S − D‖² + Sᵀ A₀ S  with  A₀ = λI + P,
+
+where P = U diag(e) Uᵀ is the optional *keep* term: the key second moment of ordinary inputs
+(MEMIT's C₀, scaled; rank r, U orthonormal). With P = 0 this is the spec's ridge. With P it
+also asks the outputs of ordinary keys to stay put, so a shift uses the directions that are
+particular to the edited keys rather than those every prompt shares (docs/hypernet.md §5).
+
+Push-through: ΔW = (KᵀK + A₀)⁻¹KᵀD = Lᵀ C with L = K A₀⁻¹ (N × d_k) and C = M⁻¹ D,
+M = K A₀⁻¹ Kᵀ + I_N. A₀⁻¹ has a closed form (Woodbury on the orthonormal basis), so no
+d_k × d_k system is formed in the dual case. The N × N system is solved in fp64 by Cholesky
+when N < d_k, the d_k × d_k (primal) one otherwise, and the shift is kept as the factor pair
+(L, C): W_linear += Cᵀ L. With P = 0, L = K/λ and C = λ(KKᵀ + λI)⁻¹D.
 """
 
 from __future__ import annotations
@@ -14,49 +23,76 @@ from torch import Tensor
 
 
 @dataclass(frozen=True)
+class Keep:
+    """P = U diag(energy) Uᵀ of one module: basis U (d_k, r) orthonormal, energy (r,) ≥ 0; r may be 0."""
+
+    basis: Tensor
+    energy: Tensor
+
+
+def times_inverse(rows: Tensor, lam: float, keep: Keep | None) -> Tensor:
+    """rows A₀⁻¹ for rows (n, d_k) in fp64: (rows − (rows U ⊙ e/(λ+e)) Uᵀ) / λ."""
+    if keep is None or keep.basis.shape[-1] == 0:
+        return rows / lam
+    basis, energy = keep.basis.to(rows), keep.energy.to(rows)
+    weight = energy / (lam + energy)  # (r,)
+    return (rows - ((rows @ basis) * weight) @ basis.T) / lam
+
+
+def _dense_a0(lam: float, keep: Keep | None, d_k: int, like: Tensor) -> Tensor:
+    a0 = lam * torch.eye(d_k, dtype=like.dtype, device=like.device)
+    if keep is not None and keep.basis.shape[-1]:
+        basis = keep.basis.to(like)
+        a0 = a0 + (basis * keep.energy.to(like)) @ basis.T
+    return a0
+
+
+@dataclass(frozen=True)
 class Solution:
-    """C (N, d_v) in fp32, plus what the meta-gradient reuses: the factor and the orientation."""
+    """Factors L (N, d_k) and C (N, d_v) in fp32, plus what the meta-gradient reuses (fp64)."""
 
+    left: Tensor
     coeffs: Tensor
-    factor: Tensor  # Cholesky factor of (KKᵀ + λI_N) (dual) or (KᵀK + λI_{d_k}) (primal), fp64
+    factor: Tensor  # Cholesky factor of M (dual) or of KᵀK + A₀ (primal)
     dual: bool
+    keep: Keep | None = None
 
 
-def _gram_factor(keys64: Tensor, lam: float, *, dual: bool) -> Tensor:
-    gram = keys64 @ keys64.T if dual else keys64.T @ keys64  # (N, N) or (d_k, d_k)
-    gram.diagonal().add_(lam)
-    return torch.linalg.cholesky(gram)
-
-
-def solve(keys: Tensor, desired: Tensor, lam: float) -> Solution:
-    """C with (KKᵀ + λI) C = D, for K (N, d_k) and D (N, d_v)."""
+def solve(keys: Tensor, desired: Tensor, lam: float, keep: Keep | None = None) -> Solution:
+    """The factors of ΔW for K (N, d_k) and D (N, d_v)."""
     n, d_k = keys.shape
     k64, d64 = keys.to(torch.float64), desired.to(torch.float64)
+    left = times_inverse(k64, lam, keep)  # (N, d_k)
     dual = n < d_k
-    factor = _gram_factor(k64, lam, dual=dual)
     if dual:
+        m = k64 @ left.T  # (N, N), symmetric up to rounding
+        m = (m + m.T) / 2
+        m.diagonal().add_(1.0)
+        factor = torch.linalg.cholesky(m)
         coeffs = torch.cholesky_solve(d64, factor)  # (N, d_v)
     else:
+        factor = torch.linalg.cholesky(k64.T @ k64 + _dense_a0(lam, keep, d_k, k64))
         shift = torch.cholesky_solve(k64.T @ d64, factor)  # (d_k, d_v) = ΔW
-        coeffs = (d64 - k64 @ shift) / lam  # (KKᵀ + λI) C = D  <=>  C = (D − K ΔW) / λ
-    return Solution(coeffs=coeffs.to(torch.float32), factor=factor, dual=dual)
+        coeffs = d64 - k64 @ shift  # M C = D  <=>  C = D − K ΔW
+    return Solution(left=left.to(torch.float32), coeffs=coeffs.to(torch.float32), factor=factor, dual=dual,
+                    keep=keep)
 
 
-def dense_shift(keys: Tensor, coeffs: Tensor) -> Tensor:
-    """ΔW = Kᵀ C in (d_k, d_v) orientation (tests and the regulariser; edits never store it)."""
-    return keys.T @ coeffs
+def dense_shift(left: Tensor, coeffs: Tensor) -> Tensor:
+    """ΔW = Lᵀ C in (d_k, d_v) orientation (tests and the regulariser; edits never store it)."""
+    return left.T @ coeffs
 
 
-def linear_update(keys: Tensor, coeffs: Tensor) -> Tensor:
-    """Cᵀ K: the shift in nn.Linear (d_v, d_k) orientation; one GEMM with inner dimension N."""
-    return coeffs.T @ keys
+def linear_update(left: Tensor, coeffs: Tensor) -> Tensor:
+    """Cᵀ L: the shift in nn.Linear (d_v, d_k) orientation; one GEMM with inner dimension N."""
+    return coeffs.T @ left
 
 
-def primal_shift(keys: Tensor, desired: Tensor, lam: float) -> Tensor:
-    """(KᵀK + λI)⁻¹ KᵀD in fp64: the reference form, for tests."""
+def primal_shift(keys: Tensor, desired: Tensor, lam: float, keep: Keep | None = None) -> Tensor:
+    """(KᵀK + A₀)⁻¹ KᵀD in fp64: the reference form, for tests."""
     k64 = keys.to(torch.float64)
-    factor = _gram_factor(k64, lam, dual=False)
-    return torch.cholesky_solve(k64.T @ desired.to(torch.float64), factor)
+    a = k64.T @ k64 + _dense_a0(lam, keep, k64.shape[1], k64)
+    return torch.linalg.solve(a, k64.T @ desired.to(torch.float64))
 
 
 def meta_grads(
@@ -64,16 +100,19 @@ def meta_grads(
 ) -> tuple[Tensor, float]:
     """(∂L/∂D (N, d_v), ∂L/∂λ̃) from G_linear = ∂L/∂W_linear (d_v, d_k) (rledit.md §6).
 
-    G = G_linearᵀ + 2η ΔW; in factor form K G = K G_linearᵀ + 2η (KKᵀ) C.
+    G = G_linearᵀ + 2η ΔW (the regulariser reaches the network); with H = KᵀK + A₀:
+    ∂L/∂D = K H⁻¹ G = M⁻¹ L G and ∂L/∂λ̃ = −λ ⟨H⁻¹G, ΔW⟩, where in the dual case
+    ⟨H⁻¹G, LᵀC⟩ = ⟨L A₀⁻¹ G, C⟩ − ⟨M⁻¹ L G, L Lᵀ C⟩ (H⁻¹ = A₀⁻¹ − Lᵀ M⁻¹ L).
     """
-    k64, c64 = keys.to(torch.float64), solution.coeffs.to(torch.float64)
-    kg = k64 @ weight_grad.to(torch.float64).T  # (N, d_v)
+    left, c64 = solution.left.to(torch.float64), solution.coeffs.to(torch.float64)
+    g = weight_grad.to(torch.float64).T  # (d_k, d_v)
     if reg_coef:
-        kg = kg + 2.0 * reg_coef * (k64 @ (k64.T @ c64))
+        g = g + 2.0 * reg_coef * (left.T @ c64)
     if solution.dual:
-        grad_d = torch.cholesky_solve(kg, solution.factor)  # (KKᵀ + λI)⁻¹ K G
+        grad_d = torch.cholesky_solve(left @ g, solution.factor)  # (N, d_v)
+        inner = (times_inverse(left, lam, solution.keep) @ g * c64).sum() - (grad_d * (left @ (left.T @ c64))).sum()
     else:
-        g = weight_grad.to(torch.float64).T + 2.0 * reg_coef * (k64.T @ c64)  # (d_k, d_v)
-        grad_d = k64 @ torch.cholesky_solve(g, solution.factor)  # K A⁻¹ G
-    grad_log_lambda = -lam * float((grad_d * c64).sum())
-    return grad_d.to(torch.float32), grad_log_lambda
+        h_inv_g = torch.cholesky_solve(g, solution.factor)  # (d_k, d_v)
+        grad_d = keys.to(torch.float64) @ h_inv_g
+        inner = (h_inv_g * (left.T @ c64)).sum()
+    return grad_d.to(torch.float32), -lam * float(inner)

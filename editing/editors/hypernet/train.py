@@ -18,6 +18,7 @@ from torch import Tensor
 
 from editing.data import EditCase
 from editing.editors.hypernet.config import TrainConfig
+from editing.editors.hypernet.keep import install_keep
 from editing.editors.hypernet.meta import Replay, TurnData, locality_logprobs, weight_grads
 from editing.editors.hypernet.network import HyperBank
 from editing.editors.hypernet.normaliser import NormStats, merged
@@ -118,6 +119,12 @@ class Trainer:
         self.host.reset_to_base()
         return out
 
+    def install_keep(self) -> None:
+        """Estimate the keep basis of every module on the base model (the train split's tail)."""
+        if self.bank.keep_rank and self.config.keep_coef:
+            self.host.reset_to_base()
+            install_keep(self.host, self.bank, self.cases[-self.config.keep_cases :], coef=self.config.keep_coef)
+
     def prime(self, batches: int) -> None:
         """Fill the normaliser from base-model batches (the train split's tail) before any update."""
         n = self.config.edits_per_turn
@@ -156,7 +163,7 @@ class Trainer:
         depth = self.config.back_depth if self.sequential else 1
         while len(history) > depth:
             history.pop()
-        self._shift(factors, solutions)
+        self._shift(solutions)
         decay, loc = self.config.decay, self.config.loc_coef
         params = self.params if learn else []
         result, grads = weight_grads(self.host, params, list(history), decay=decay, loc_coef=loc,
@@ -187,13 +194,14 @@ class Trainer:
             for module, f in factors.items():
                 slot = self.bank.module_slots[module]
                 lam = float(self.bank.net(module).ridge(slot.index))
-                out[module] = (solve(f.keys, self._desired(module, f), lam), lam)
+                keep = self.bank.net(module).keep(self.bank.module_slots[module].index)
+                out[module] = (solve(f.keys, self._desired(module, f), lam, keep), lam)
         return out
 
-    def _shift(self, factors: dict[str, Factors], solutions: dict[str, tuple[Solution, float]]) -> None:
-        for module, f in factors.items():
+    def _shift(self, solutions: dict[str, tuple[Solution, float]]) -> None:
+        for module, (solution, _) in solutions.items():
             name = f"{module}.weight"
-            update = linear_update(f.keys, solutions[module][0].coeffs)  # (d_v, d_k)
+            update = linear_update(solution.left, solution.coeffs)  # (d_v, d_k)
             self.host.set_master(name, self.host.master(name) + update)
 
     def _backprop(self, factors: dict[str, Factors], solutions: dict[str, tuple[Solution, float]],
