@@ -41,6 +41,10 @@ class HypernetConfig(EditorConfig):
     lr: float = Field(
         1e-4, gt=0, description="Initial edit step α of the untrained network (ignored with a checkpoint)."
     )
+    protect_locality: bool = Field(
+        True, description="Locality prompts sent with an edit join the ridge solve as keys whose output must "
+        "not change (desired change 0), so what the client names as unrelated stays put.",
+    )
     keep_coef: float | None = Field(
         None, ge=0, description="μ of the keep term (preserve the outputs of ordinary keys); unset = the "
         "checkpoint's value, 0 = the spec's plain ridge.",

@@ -24,6 +24,7 @@ from editing.editors.hypernet.checkpoint import (
     train_command,
 )
 from editing.editors.hypernet.config import HypernetConfig
+from editing.editors.hypernet.keep import prompt_end_keys
 from editing.editors.hypernet.modules import resolve_modules, slots
 from editing.editors.hypernet.network import HyperBank
 from editing.editors.hypernet.normaliser import NormStats, merged
@@ -92,17 +93,19 @@ class HypernetEditor(Editor):
                 "(max_answer_tokens) per revision", field="target")
         factors, _ = collect(self.host.model, self.modules, tokens)
         stats = self.updated_stats(factors)
+        protected = self.protected_keys(batch)
         tensors: dict[str, Tensor] = {}
         alphas, lambdas = {}, {}
         with torch.no_grad():
             for module, f in factors.items():
-                coeffs, alphas[module], lambdas[module] = self.factors(module, f, stats)
+                coeffs, alphas[module], lambdas[module] = self.factors(module, f, stats, protected.get(module))
                 tensors[f"left/{module}"], tensors[f"coeffs/{module}"] = coeffs
         for shape, s in stats.items():
             tensors.update(s.tensors(f"norm/{shape}"))
         return self._artifact(tensors, alpha=alphas, ridge=lambdas, answer_tokens=n, edits=len(batch.edits),
                               checkpoint_sha256=self.checkpoint_sha256, model=self.host.model_id,
                               serving_dtype=str(self.host.dtype).removeprefix("torch."), keep_rank=self.bank.keep_rank,
+                              protected_prompts=len(next(iter(protected.values()), ())),
                               keep_coef=self.config.keep_coef)
 
     def updated_stats(self, factors: dict[str, Factors]) -> dict[str, NormStats]:
@@ -114,14 +117,26 @@ class HypernetEditor(Editor):
             out[shape] = merged(stats, torch.cat(rows)) if rows else stats.clone()
         return out
 
-    def factors(self, module: str, f: Factors, stats: dict[str, NormStats]
+    def protected_keys(self, batch: EditBatch) -> dict[str, Tensor]:
+        """Per module, the keys (n, d_k) of the batch's locality prompts, which the shift must leave alone."""
+        prompts = list(dict.fromkeys(p for e in batch.edits for p in e.locality))
+        if not prompts or not self.config.protect_locality:
+            return {}
+        return prompt_end_keys(self.host, self.modules, prompts)
+
+    def factors(self, module: str, f: Factors, stats: dict[str, NormStats], protected: Tensor | None = None
                 ) -> tuple[tuple[Tensor, Tensor], float, float]:
-        """((L (N, d_k), C (N, d_v)), α, λ) of one module: its shift is Cᵀ L."""
+        """((L (N, d_k), C (N, d_v)), α, λ) of one module: its shift is Cᵀ L. Protected keys join
+        the solve with a desired change of 0."""
         slot = self.bank.module_slots[module]
         net = self.bank.net(module)
         desired = net.desired(f.keys, f.grads, slot.index, stats[slot.shape], self.config.chunk_size)  # (N, d_v)
+        keys = f.keys
+        if protected is not None:
+            keys = torch.cat([keys, protected])  # (N + n, d_k)
+            desired = torch.cat([desired, desired.new_zeros(protected.shape[0], desired.shape[1])])
         lam = float(net.ridge(slot.index))
-        solution = solve(f.keys, desired, lam, net.keep(slot.index, self.config.keep_coef))
+        solution = solve(keys, desired, lam, net.keep(slot.index, self.config.keep_coef))
         return (solution.left, solution.coeffs), float(net.alpha[slot.index]), lam
 
     # ---- apply / state -------------------------------------------------------------------------

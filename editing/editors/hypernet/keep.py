@@ -32,14 +32,14 @@ def keep_pairs(cases: list[EditCase]) -> list[Pair]:
 
 
 @contextmanager
-def _inputs(model: nn.Module, modules: list[str], mask: Tensor) -> Iterator[dict[str, Tensor]]:
-    """Forward pre-hooks that keep each module's input rows at the answer-predicting positions."""
+def _inputs(model: nn.Module, modules: list[str], select: Tensor) -> Iterator[dict[str, Tensor]]:
+    """Forward pre-hooks that keep each module's input rows where `select` (B, L) is true, fp64."""
     seen: dict[str, Tensor] = {}
     handles = []
 
     def hook(name: str) -> object:
         def record(module: nn.Module, args: tuple[Tensor, ...]) -> None:
-            seen[name] = args[0][:, :-1][mask].double()  # (N, d_k)
+            seen[name] = args[0][select].double()  # (N, d_k)
 
         return record
 
@@ -59,12 +59,32 @@ def key_moments(host: ModelHost, modules: list[str], pairs: list[Pair], batch: i
     rows = 0
     for start in range(0, len(pairs), batch):
         tokens: TokenBatch = host.encode_pairs(pairs[start : start + batch])
-        with _inputs(host.model, modules, tokens.target_mask) as seen:
+        select = torch.nn.functional.pad(tokens.target_mask, (0, 1))  # (B, L): answer-predicting positions
+        with _inputs(host.model, modules, select) as seen:
             host.model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask)
         for name, keys in seen.items():
             sums[name] = sums.get(name, 0) + keys.T @ keys
         rows += int(tokens.target_mask.sum())
     return {name: total / max(rows, 1) for name, total in sums.items()}
+
+
+@torch.no_grad()
+def prompt_end_keys(host: ModelHost, modules: list[str], prompts: list[str]) -> dict[str, Tensor]:
+    """Each module's input at the last token of every prompt (the position that predicts the answer),
+    (n, d_k) fp32 per module, on the current model."""
+    ids = [host.encode_prompt(p) for p in prompts]
+    width = max(len(i) for i in ids)
+    input_ids = torch.full((len(ids), width), int(host.tokenizer.pad_token_id), dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    select = torch.zeros((len(ids), width), dtype=torch.bool)
+    for row, tokens in enumerate(ids):
+        input_ids[row, : len(tokens)] = torch.tensor(tokens)
+        mask[row, : len(tokens)] = 1
+        select[row, len(tokens) - 1] = True
+    device = host.device
+    with _inputs(host.model, modules, select.to(device)) as seen:
+        host.model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
+    return {name: rows.to(torch.float32) for name, rows in seen.items()}
 
 
 def top_basis(moment: Tensor, rank: int) -> tuple[Tensor, Tensor]:
