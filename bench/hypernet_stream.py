@@ -3,7 +3,9 @@
 Applies T turns of n edits from the base model, then scores every edited case once with the
 final model: efficacy (new-target token accuracy on the edit prompt), generalisation (same on
 the rephrase) and locality (agreement of argmax tokens before/after on the locality prompt and
-its answer). A stand-in until `factpatch eval` exists; not part of the package.
+its answer). The quick check used to choose modules, α₀ and training settings
+(docs/hypernet.md §4-§5): it can prime an untrained network's normaliser, which `factpatch eval`
+does not; the full protocol with every metric family is `factpatch eval`. Not part of the package.
 
   FACTPATCH_DATA_DIR=/tmp/fpdata python bench/hypernet_stream.py --editor rledit --untrained \
       --modules A --lr 1e-4 --turns 20 --edits 10 --data /work/shared/data/counterfact-val.json

@@ -31,7 +31,7 @@ def ask(http: httpx.Client, prompt: str) -> dict[str, object]:
     return dict(response.json())
 
 
-@pytest.mark.parametrize("editor", ["ft", "memoe", "lemoe"])
+@pytest.mark.parametrize("editor", ["rledit", "ft", "memoe", "lemoe"])
 def test_edit_changes_the_answer_and_rollback_restores_it(editor: str, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, models_dir=models_dir(), editor=editor)
     with embedded_service(settings) as running, running.client() as http:

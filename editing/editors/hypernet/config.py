@@ -66,18 +66,18 @@ class TrainConfig(BaseModel):
     edits_per_turn: int = Field(10, ge=1, description="n: edits per turn.")
     back_depth: int = Field(3, ge=1, description="J: backtracked batches, the current one included (rledit).")
     decay: float = Field(0.95, ge=0, le=1, description="μ: weight μ^j of the batch j turns back.")
-    loc_coef: float = Field(10.0, ge=0, description="c_loc: weight of the locality KL.")
+    loc_coef: float = Field(3.0, ge=0, description="c_loc: weight of the locality KL.")
     reg_coef: float = Field(0.0, ge=0, description="η: weight of ‖ΔW‖_F² (reaches the network through G).")
     rank: int = Field(256, ge=1, description="r: low-rank width of each residual block.")
     blocks: int = Field(2, ge=1, description="Residual blocks per network.")
     lr: float = Field(1e-3, gt=0, description="Initial edit step α of every module.")
-    meta_lr: float = Field(1e-5, gt=0, description="Adam learning rate of the network (A, B, biases, embeddings).")
+    meta_lr: float = Field(1e-4, gt=0, description="Adam learning rate of the network (A, B, biases, embeddings).")
     alpha_lr: float = Field(
         0.05, gt=0, description="Adam learning rate of each α relative to its initial value (step ≈ alpha_lr·lr)."
     )
     lambda_lr: float = Field(0.05, gt=0, description="Adam learning rate of the log ridge weights λ̃.")
     max_grad_norm: float = Field(1.0, gt=0, description="Clip of the running meta-gradient after every turn.")
-    steps: int = Field(30, ge=0, description="Optimizer steps; each rolls out a fresh trajectory from W_0.")
+    steps: int = Field(45, ge=0, description="Optimizer steps; each rolls out a fresh trajectory from W_0.")
     prime_batches: int = Field(
         20, ge=0, description="Base-model batches that fill the normaliser before the first update."
     )
