@@ -68,6 +68,31 @@ def test_applying_adds_c_transpose_k_to_the_fp32_masters() -> None:
     assert torch.equal(editor.host.master(f"{module}.weight"), before + shift)
 
 
+@pytest.mark.parametrize("use_checkpoint", [False, True])
+def test_locality_prompts_sent_with_an_edit_are_protected(use_checkpoint: bool, checkpoint: Path) -> None:
+    """Their keys join the solve with a desired change of 0: the shift hardly moves them, while
+    the same edit without them does."""
+    from editing.editors.hypernet.keep import prompt_end_keys
+
+    overrides = {"checkpoint": str(checkpoint)} if use_checkpoint else UNTRAINED
+    editor = build_editor("rledit", host=new_host(), overrides=overrides)
+    guarded = "The Eiffel Tower is in"
+    moved = {}
+    for name, locality in {"plain": [], "protected": [guarded]}.items():
+        edit = EditSpec(prompt=PROMPTS[0][0], target=PROMPTS[0][1], locality=locality)
+        artifact = editor.compute(EditBatch("b", (edit,)))
+        assert artifact.meta["protected_prompts"] == len(locality)
+        moved[name] = 0.0
+        for module in editor.modules:
+            key = prompt_end_keys(editor.host, [module], [guarded])[module]  # (1, d_k)
+            shift = artifact.tensors[f"coeffs/{module}"].T @ artifact.tensors[f"left/{module}"]  # (d_v, d_k)
+            moved[name] += float((key @ shift.T).norm())
+    assert moved["protected"] < 0.1 * moved["plain"], moved
+    no_protection = build_editor("rledit", host=new_host(), overrides={**overrides, "protect_locality": False})
+    edit = EditSpec(prompt=PROMPTS[0][0], target=PROMPTS[0][1], locality=[guarded])
+    assert no_protection.compute(EditBatch("b", (edit,))).meta["protected_prompts"] == 0
+
+
 def test_batches_with_too_many_answer_tokens_are_refused() -> None:
     editor = build_editor("rledit", host=new_host(), overrides={**UNTRAINED, "max_answer_tokens": 6})
     with pytest.raises(InvalidEditError, match="answer tokens"):

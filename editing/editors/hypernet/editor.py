@@ -34,6 +34,10 @@ from editing.errors import CheckpointMismatchError, InvalidEditError
 
 logger = logging.getLogger(__name__)
 
+PROTECT_SCALE = 10.0
+"""Protected keys enter the least squares scaled by this (weight 100), so their zero change is
+met far more tightly than the ridge term would allow a plain row."""
+
 
 class HypernetEditor(Editor):
     """Shared implementation; subclasses only fix the name (and so the default checkpoint)."""
@@ -133,7 +137,7 @@ class HypernetEditor(Editor):
         desired = net.desired(f.keys, f.grads, slot.index, stats[slot.shape], self.config.chunk_size)  # (N, d_v)
         keys = f.keys
         if protected is not None:
-            keys = torch.cat([keys, protected])  # (N + n, d_k)
+            keys = torch.cat([keys, PROTECT_SCALE * protected])  # (N + n, d_k)
             desired = torch.cat([desired, desired.new_zeros(protected.shape[0], desired.shape[1])])
         lam = float(net.ridge(slot.index))
         solution = solve(keys, desired, lam, net.keep(slot.index, self.config.keep_coef))
