@@ -32,10 +32,10 @@ from typing import Any
 
 import redis
 
+from editing.config import QueueConfig
 from editing.errors import UnavailableError
 from editing.protocol import SCHEMA_VERSION, Command
 from editing.queue.base import Delivery
-from editing.config import QueueConfig
 from editing.queue.keys import COMMANDS_GROUP, Keys
 from editing.queue.lease import RedisLease
 from editing.queue.redis_common import DOWN, MAX_BLOCK, Quiet, connect, ensure_group, nogroup

@@ -10,9 +10,9 @@ from typing import Any
 import redis
 from pydantic import TypeAdapter, ValidationError
 
+from editing.config import QueueConfig
 from editing.errors import JobTimeoutError, QueueFullError, UnavailableError
 from editing.protocol import SCHEMA_VERSION, JobResult, Problem, QueryJob
-from editing.config import QueueConfig
 from editing.queue.keys import QUERIES_GROUP, Keys
 from editing.queue.redis_common import DOWN, MAX_BLOCK, Quiet, ensure_group, nogroup
 

@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from editing.config import Settings
+from editing.config import QueueConfig, Settings
 from editing.errors import FencedWriterError, JobTimeoutError, QueueFullError, UnavailableError
 from editing.log import SqliteEditLog
 from editing.protocol import Command, GenerateJob, JobResult, WorkerInfo, new_id, utc_now
-from editing.config import QueueConfig
 from editing.queue.keys import Keys
 from editing.queue.redis import RedisTransport
 from service.main import create_app

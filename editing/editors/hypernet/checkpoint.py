@@ -153,7 +153,8 @@ def save_checkpoint(stem: Path, *, bank: HyperBank, stats: dict[str, NormStats],
     path = Path(f"{stem}.safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    full = {**card, "rank": bank.rank, "blocks": bank.n_blocks, "keep_rank": bank.keep_rank, "matrix_dtype": matrix_dtype,
+    full = {**card, "rank": bank.rank, "blocks": bank.n_blocks, "keep_rank": bank.keep_rank,
+            "matrix_dtype": matrix_dtype,
             "weights_sha256": hashlib.sha256(data).hexdigest()}
     card_path(path).write_text(CheckpointCard.model_validate(full).model_dump_json(indent=2) + "\n")
     return path

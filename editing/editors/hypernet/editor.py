@@ -102,8 +102,8 @@ class HypernetEditor(Editor):
         alphas, lambdas = {}, {}
         with torch.no_grad():
             for module, f in factors.items():
-                coeffs, alphas[module], lambdas[module] = self.factors(module, f, stats, protected.get(module))
-                tensors[f"left/{module}"], tensors[f"coeffs/{module}"] = coeffs
+                pair, alphas[module], lambdas[module] = self.factors(module, f, stats, protected.get(module))
+                tensors[f"left/{module}"], tensors[f"coeffs/{module}"] = pair
         for shape, s in stats.items():
             tensors.update(s.tensors(f"norm/{shape}"))
         return self._artifact(tensors, alpha=alphas, ridge=lambdas, answer_tokens=n, edits=len(batch.edits),

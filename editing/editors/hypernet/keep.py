@@ -10,7 +10,7 @@ the ridge solve adds μ·C₀ (rank r) to its regulariser so shifts leave these 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -37,7 +37,7 @@ def _inputs(model: nn.Module, modules: list[str], select: Tensor) -> Iterator[di
     seen: dict[str, Tensor] = {}
     handles = []
 
-    def hook(name: str) -> object:
+    def hook(name: str) -> Callable[[nn.Module, tuple[Tensor, ...]], None]:
         def record(module: nn.Module, args: tuple[Tensor, ...]) -> None:
             seen[name] = args[0][select].double()  # (N, d_k)
 

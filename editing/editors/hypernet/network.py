@@ -37,6 +37,10 @@ class HyperBlock(nn.Module):
 class HyperNet(nn.Module):
     """H_θ for one weight shape, with the per-module scalars α (edit step) and λ̃ (log ridge)."""
 
+    keep_basis: Tensor  # buffers, see __init__
+    keep_energy: Tensor
+    keep_coef: Tensor
+
     def __init__(
         self, *, d_k: int, d_v: int, rank: int, blocks: int, n_modules: int, lr: float, keep_rank: int = 0,
         generator: torch.Generator | None = None,
