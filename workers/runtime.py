@@ -25,14 +25,23 @@ logger = logging.getLogger(__name__)
 DEFAULT_EDITOR = "ft"
 
 
-def choose_editor(settings: Settings) -> str:
-    """The configured editor; else rledit when a checkpoint matches the model; else ft (and how to train one)."""
+def choose_editor(settings: Settings, host: ModelHost | None = None) -> str:
+    """The configured editor; else rledit when a checkpoint matches the model; else ft (and how to train one).
+
+    With the loaded `host` the match uses its model; without, the model's config as cached on disk."""
     if settings.editor:
         return settings.editor
-    from editing.editors.hypernet.checkpoint import matching_checkpoint, train_command
+    from editing.editors.hypernet.checkpoint import (
+        config_sha256,
+        configured_model_hash,
+        matching_checkpoint,
+        train_command,
+    )
 
     configured = settings.editors.get("rledit", {}).get("checkpoint")
-    found = matching_checkpoint(editor="rledit", model=settings.model, data_dir=settings.data_dir,
+    config_hash = (config_sha256(host.model) if host is not None
+                   else configured_model_hash(settings.model, settings.model_cache()))
+    found = matching_checkpoint(editor="rledit", model=settings.model, config_hash=config_hash,
                                 configured=configured)
     if found is not None:
         logger.info("editor rledit (checkpoint %s matches model %s)", found, settings.model)
@@ -87,7 +96,7 @@ def build_writer(
     settings: Settings, *, log: EditLog, transport: Transport, host: ModelHost | None = None
 ) -> WriterRuntime:
     host = host or load_host(settings)
-    name = choose_editor(settings)
+    name = choose_editor(settings, host)
     editor = build_editor(name, host=host, overrides=settings.editors.get(name))
     state = ModelState(host=host, editor=editor, log=log)
     worker_id = settings.worker_id or default_worker_id()

@@ -169,5 +169,20 @@ def test_choose_editor(tiny_settings: Settings, tmp_path: Path, caplog: pytest.L
     path = train_tiny(tmp_path, host=host, steps=1)
     configured = tweak(unset, {"editors": {"rledit": {"checkpoint": str(path)}}})
     assert choose_editor(configured) == "rledit"
+    assert choose_editor(configured, host) == "rledit"  # the loaded model decides when there is one
     other = tweak(unset, {"model": str(tmp_path), "editors": {"rledit": {"checkpoint": str(path)}}})
     assert choose_editor(other) == "ft"
+
+
+def test_the_default_model_config_is_read_from_the_models_dir(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The alias resolves under FACTPATCH_MODELS_DIR, wherever the data dir is; nothing asks a hub."""
+    from editing.editors.hypernet.checkpoint import configured_model_hash
+
+    models = tmp_path / "elsewhere"
+    models.mkdir()
+    (models / "smollm2-135m-instruct").symlink_to(tiny_model_dir)
+    expected = configured_model_hash(str(tiny_model_dir), tmp_path)
+    assert expected is not None
+    assert configured_model_hash("smollm2-135m-instruct", models) == expected
+    assert configured_model_hash("smollm2-135m-instruct", tmp_path / "empty") is None
+    assert configured_model_hash("no-such-org/no-such-model", tmp_path) is None

@@ -225,15 +225,19 @@ def _check_tensors(path: Path, bank: HyperBank, tensors: dict[str, Tensor]) -> N
         raise CheckpointMismatchError(f"{path.name}: tensor shapes differ: {'; '.join(wrong[:5])}")
 
 
-def configured_model_hash(model: str, data_dir: Path) -> str | None:
-    """Config hash of a model setting, read from its config only (no weights); None if unreadable."""
+def configured_model_hash(model: str, models_dir: Path) -> str | None:
+    """Config hash of a model setting, read from its config only (no weights, no network: a hub id is
+    read from the local Hugging Face cache); None if unreadable."""
     from transformers import AutoConfig
 
     from editing.model_source import WHEEL_MODELS
 
-    source = data_dir / "models" / model if model in WHEEL_MODELS else Path(model).expanduser()
+    source = models_dir / model if model in WHEEL_MODELS else Path(model).expanduser()
     try:
-        config = AutoConfig.from_pretrained(str(source) if source.exists() else model)
+        if source.exists():
+            config = AutoConfig.from_pretrained(str(source))
+        else:
+            config = AutoConfig.from_pretrained(model, local_files_only=True)
     except (OSError, ValueError) as exc:
         logger.debug("cannot read the config of %s: %s", model, exc)
         return None
@@ -242,9 +246,10 @@ def configured_model_hash(model: str, data_dir: Path) -> str | None:
     return config_sha256(holder)
 
 
-def matching_checkpoint(*, editor: str, model: str, data_dir: Path, configured: str | Path | None) -> Path | None:
-    """The configured checkpoint if its card matches the model setting, else the matching shipped one."""
-    config_hash = configured_model_hash(model, data_dir)
+def matching_checkpoint(*, editor: str, model: str, config_hash: str | None, configured: str | Path | None
+                        ) -> Path | None:
+    """The configured checkpoint if its card matches the model (id and config hash), else the matching
+    shipped one."""
     if config_hash is None:
         return None
     if configured is not None:
