@@ -152,10 +152,11 @@ def _greedy_chunk(host: ModelHost, prompts: Sequence[Ids], steps: int) -> Tensor
     out = host.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                      use_cache=True, logits_to_keep=1)
     generated = [out.logits[:, -1].argmax(dim=-1)]  # [(B,)]
+    cache = cache_kwarg(host.model, None)  # {the forward's name for the KV cache: …}, looked up once
     for _ in range(steps - 1):
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # (B, L + 1)
         positions = positions[:, -1:] + 1  # (B, 1)
         out = host.model(input_ids=generated[-1][:, None], attention_mask=mask, position_ids=positions,
-                         use_cache=True, logits_to_keep=1, **cache_kwarg(host.model, cache_from_output(out)))
+                         use_cache=True, logits_to_keep=1, **{k: cache_from_output(out) for k in cache})
         generated.append(out.logits[:, -1].argmax(dim=-1))
     return torch.stack(generated, dim=1)  # (B, steps)
