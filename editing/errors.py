@@ -3,10 +3,11 @@
 ```
 EditingError
  ├─ InvalidEditError        422   UnknownEditorError, TargetNotFoundError, PromptTooLongError,
- │                                InvalidDatasetError, CheckpointMismatchError
- ├─ NotFoundError           404   EditNotFoundError, RollbackNotFoundError, RevisionNotFoundError
+ │                                InvalidDatasetError, CheckpointMismatchError, InvalidKeyNameError
+ ├─ NotFoundError           404   EditNotFoundError, RollbackNotFoundError, RevisionNotFoundError,
+ │                                KeyNotFoundError
  ├─ ConflictError           409   IdempotencyKeyReusedError, AlreadyRolledBackError,
- │                                LogMismatchError, FencedWriterError
+ │                                LogMismatchError, FencedWriterError, KeyNameTakenError
  ├─ EditRejectedError       422   NonFiniteDeltaError, GuardFailedError
  ├─ UnavailableError        503   WorkerUnavailableError, RevisionNotReachedError, QueueFullError
  │                                (all with Retry-After)
@@ -60,6 +61,10 @@ class CheckpointMismatchError(InvalidEditError):
     code = "checkpoint_mismatch"
 
 
+class InvalidKeyNameError(InvalidEditError):
+    code = "invalid_key_name"
+
+
 class NotFoundError(EditingError):
     code = "not_found"
 
@@ -74,6 +79,10 @@ class RollbackNotFoundError(NotFoundError):
 
 class RevisionNotFoundError(NotFoundError):
     code = "revision_not_found"
+
+
+class KeyNotFoundError(NotFoundError):
+    code = "key_not_found"
 
 
 class ConflictError(EditingError):
@@ -98,6 +107,12 @@ class FencedWriterError(ConflictError):
     """A writer whose lease was taken over tried to commit."""
 
     code = "fenced_writer"
+
+
+class KeyNameTakenError(ConflictError):
+    """An API key (active or revoked) already has this name."""
+
+    code = "key_name_taken"
 
 
 class EditRejectedError(EditingError):
@@ -144,15 +159,18 @@ STATUS_TABLE: tuple[tuple[type[EditingError], int, str], ...] = (
     (TargetNotFoundError, 422, "Target module not found"),
     (InvalidDatasetError, 422, "Invalid dataset"),
     (CheckpointMismatchError, 422, "Checkpoint does not match the model"),
+    (InvalidKeyNameError, 422, "Invalid key name"),
     (InvalidEditError, 422, "Invalid edit"),
     (EditNotFoundError, 404, "Edit not found"),
     (RollbackNotFoundError, 404, "Rollback not found"),
     (RevisionNotFoundError, 404, "Revision not found"),
+    (KeyNotFoundError, 404, "API key not found"),
     (NotFoundError, 404, "Not found"),
     (IdempotencyKeyReusedError, 409, "Idempotency key reused"),
     (AlreadyRolledBackError, 409, "Already rolled back"),
     (LogMismatchError, 409, "Edit log mismatch"),
     (FencedWriterError, 409, "Writer fenced"),
+    (KeyNameTakenError, 409, "Key name taken"),
     (ConflictError, 409, "Conflict"),
     (NonFiniteDeltaError, 422, "Non-finite edit"),
     (GuardFailedError, 422, "Edit rejected by the guard"),

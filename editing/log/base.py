@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from editing.log.keys import KeyStore
 from editing.protocol import (
     CommandKind,
     CommandOutcome,
@@ -27,8 +28,8 @@ class BlobStore(Protocol):
     def has(self, sha: str) -> bool: ...
 
 
-class EditLog(Protocol):
-    """The source of truth of a factpatch deployment.
+class EditLog(KeyStore, Protocol):
+    """The source of truth of a factpatch deployment, and the API keys of its API processes.
 
     Accepted requests are durable when `accept` returns. A revision and the outcomes of the
     commands it resolves are committed in one transaction by `append_revision`.

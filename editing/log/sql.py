@@ -21,6 +21,7 @@ from editing.errors import (
     RevisionNotFoundError,
 )
 from editing.log.base import BlobStore
+from editing.log.keys import SqlKeyStore
 from editing.protocol import (
     PENDING_STATUSES,
     CommandKind,
@@ -44,8 +45,9 @@ _REVISION_COLUMNS = (
 )
 
 
-class SqlEditLog:
-    """Shared logic of the SQL edit logs. One connection per log object, guarded by a lock."""
+class SqlEditLog(SqlKeyStore):
+    """Shared logic of the SQL edit logs (and the API keys, `SqlKeyStore`). One connection per log
+    object, guarded by a lock."""
 
     placeholder = "?"
 

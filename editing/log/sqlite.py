@@ -8,9 +8,10 @@ from typing import Any
 
 from editing.log.base import BlobStore
 from editing.log.blobs import FileBlobStore, MemoryBlobStore
+from editing.log.keys import KEYS_DDL
 from editing.log.sql import SqlEditLog
 
-_SCHEMA = """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS commands (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -54,6 +55,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
     created_at TEXT NOT NULL
 );
 """
+_SCHEMA = _TABLES + KEYS_DDL
 
 
 class SqliteEditLog(SqlEditLog):
