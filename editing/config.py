@@ -116,6 +116,15 @@ class QueueConfig(BaseModel):
         return min(max(self.claim_idle_ms / 10_000.0, 0.5), 60.0)
 
 
+class EnvKeyConfig(BaseModel):
+    """A key given in `FACTPATCH_API_KEYS` with a name (the `actor` its requests record)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Role
+    name: str | None = Field(None, description="Recorded as actor; default env-<first 8 hex of the key's sha256>.")
+
+
 class Settings(BaseSettings):
     """The settings of every factpatch process. Unknown FACTPATCH_ variables are ignored."""
 
@@ -139,12 +148,20 @@ class Settings(BaseSettings):
         "auto", description="Serving dtype; auto = bfloat16 on CUDA, float32 on CPU."
     )
     seed: int = Field(0, description="Seed for sampled generation and editor initialisation.")
-    api_keys: dict[str, Role] = Field(
-        default_factory=dict, description='Bearer keys and their roles, JSON: {"key": "operator"}; empty = no auth.'
+    api_keys: dict[str, Role | EnvKeyConfig] = Field(
+        default_factory=dict,
+        description='Extra bearer keys, JSON: {"key": "operator"} or {"key": {"role": "editor", "name": "ci"}}; '
+        "keys made with `factpatch keys create` live in the edit log's database.",
+    )
+    key_cache_seconds: float = Field(
+        5.0, ge=0, description="How long an API process trusts a looked-up key (a revoked key works at most this long)."
     )
     query_timeout: float = Field(30.0, gt=0, description="Seconds a query waits for a worker.")
     worker_id: str | None = Field(None, description="Name of this worker; default host-pid.")
     log_level: str = Field("INFO", description="Logging level of the process.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text, or json: one object per line with request_id, edit_id, revision, actor."
+    )
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
     log: LogConfig = Field(default_factory=LogConfig)
@@ -172,7 +189,7 @@ class Settings(BaseSettings):
     def redacted(self) -> dict[str, Any]:
         """The effective configuration with secrets hidden, for the start-up log line."""
         data = self.model_dump(mode="json")
-        data["api_keys"] = [f"***:{role}" for role in self.api_keys.values()]
+        data["api_keys"] = [f"***:{role if isinstance(role, str) else role.role}" for role in self.api_keys.values()]
         for key in ("database_url", "redis_url"):
             if data.get(key) and "@" in data[key]:
                 scheme, rest = data[key].split("://", 1)

@@ -16,12 +16,13 @@ from typing import Protocol
 from anyio import CapacityLimiter
 from fastapi import FastAPI
 
+from editing import logcontext
 from editing.config import Settings
 from editing.log import EditLog, open_log
 from editing.queue import Transport
 from service.auth import KeyRing
 from service.metrics import HttpMetrics
-from service.middleware import MetricsMiddleware, RequestIdFilter, RequestIdMiddleware
+from service.middleware import MetricsMiddleware, RequestIdMiddleware
 from service.problems import register_problem_handlers
 from service.routers import ROUTERS
 from service.serving import LONG_WAIT_THREADS, EditService, QueryService, StateService
@@ -39,16 +40,18 @@ class _FactpatchHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler `configure_logging` installed, so calling it twice adds nothing."""
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Log to stderr with the request id on every line. Idempotent."""
+def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """Log to stderr with the request id on every line; `fmt="json"`: one JSON object per line
+    with request_id, edit_id, revision and actor where known. Idempotent (a second call only
+    changes the level and the format)."""
     root = logging.getLogger()
     root.setLevel(level.upper())
-    if any(isinstance(h, _FactpatchHandler) for h in root.handlers):
-        return
-    handler = _FactpatchHandler()
-    handler.addFilter(RequestIdFilter())
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root.addHandler(handler)
+    handler = next((h for h in root.handlers if isinstance(h, _FactpatchHandler)), None)
+    if handler is None:
+        handler = _FactpatchHandler()
+        handler.addFilter(logcontext.ContextFilter())
+        root.addHandler(handler)
+    handler.setFormatter(logcontext.JsonFormatter() if fmt == "json" else logging.Formatter(LOG_FORMAT))
 
 
 def redis_transport(settings: Settings) -> Transport:
@@ -89,7 +92,7 @@ def create_app(
     """
     if settings is None:
         settings = Settings()
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
     owned: list[_Closable] = []
     if transport is None:
         transport = _default_transport(settings)
@@ -112,7 +115,7 @@ def _attach_state(app: FastAPI, *, settings: Settings, log: EditLog, transport: 
     limiter = CapacityLimiter(LONG_WAIT_THREADS)
     metrics = HttpMetrics()
     app.state.settings, app.state.log, app.state.transport = settings, log, transport
-    app.state.keyring = KeyRing(settings.api_keys)
+    app.state.keyring = KeyRing(settings.api_keys, log, cache_seconds=settings.key_cache_seconds)
     app.state.metrics = metrics
     app.state.edit_service = EditService(log=log, transport=transport, settings=settings, limiter=limiter)
     app.state.query_service = QueryService(transport=transport, settings=settings, limiter=limiter)
@@ -125,7 +128,7 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("factpatch api starting; auth %s; config %s",
-                    "on" if app.state.keyring.enabled else "off", settings.redacted())
+                    "on" if app.state.keyring.enabled else "off (no API keys)", settings.redacted())
         try:
             yield
         finally:

@@ -2,13 +2,12 @@
 
 `RequestIdMiddleware` echoes a client's `X-Request-Id` when it is 1–128 characters of
 `[A-Za-z0-9._:-]`, else makes one (`req_…`). It stores the id in `scope["state"]` (so the
-outermost 500 handler can still read it) and in a contextvar (so log lines carry it, also in
-threadpool workers, which copy the context).
+outermost 500 handler can still read it), in a contextvar, and in a log context scope
+(`editing.logcontext`), so log lines carry it, also in threadpool workers, which copy the context.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from contextvars import ContextVar
@@ -17,6 +16,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from editing import logcontext
 from editing.protocol import new_id
 from service.metrics import HttpMetrics
 
@@ -41,15 +41,6 @@ def request_id_of(request: Request) -> str:
     return str(state.get("request_id") or request_id_var.get() or new_id("req"))
 
 
-class RequestIdFilter(logging.Filter):
-    """Adds `record.request_id` (or "-") so formats can print it; attached by `configure_logging`."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "request_id"):
-            record.request_id = request_id_var.get() or "-"
-        return True
-
-
 class RequestIdMiddleware:
     """Gives every HTTP response an `X-Request-Id` header."""
 
@@ -70,7 +61,8 @@ class RequestIdMiddleware:
 
         token = request_id_var.set(request_id)
         try:
-            await self.app(scope, receive, send_with_id)
+            with logcontext.scope(request_id=request_id):
+                await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
 

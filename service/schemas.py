@@ -132,6 +132,7 @@ class EditPublic(BaseModel):
     error: dict[str, Any] | None
     created_at: str
     applied_at: str | None
+    actor: str | None = Field(None, description="Name of the API key that sent it (`anonymous` without auth).")
 
     @classmethod
     def from_record(cls, record: CommandRecord) -> EditPublic:
@@ -206,6 +207,7 @@ class RollbackPublic(BaseModel):
     error: dict[str, Any] | None
     created_at: str
     applied_at: str | None
+    actor: str | None = Field(None, description="Name of the API key that sent it.")
 
     @classmethod
     def from_record(cls, record: CommandRecord) -> RollbackPublic:
@@ -220,6 +222,7 @@ class ReplayPublic(BaseModel):
     error: dict[str, Any] | None
     created_at: str
     applied_at: str | None
+    actor: str | None = Field(None, description="Name of the API key that sent it.")
 
     @classmethod
     def from_record(cls, record: CommandRecord) -> ReplayPublic:
@@ -229,7 +232,7 @@ class ReplayPublic(BaseModel):
 def _command_fields(record: CommandRecord) -> dict[str, Any]:
     error = record.error.model_dump(exclude_none=True) if record.error is not None else None
     return {"id": record.id, "status": record.status, "revision": record.revision, "error": error,
-            "created_at": record.created_at, "applied_at": record.applied_at}
+            "created_at": record.created_at, "applied_at": record.applied_at, "actor": record.actor}
 
 
 # ---- state and operations ------------------------------------------------------------------

@@ -13,11 +13,14 @@ import pkgutil
 from collections.abc import Sequence
 
 
-def configure_logging(level: str) -> None:
-    """The one place a factpatch process configures logging (request ids on every line)."""
+def configure_logging(level: str, fmt: str | None = None) -> None:
+    """The one place a factpatch process configures logging (request ids on every line); the
+    format is `fmt`, else FACTPATCH_LOG_FORMAT (text or json)."""
+    import os
+
     from service.main import configure_logging as configure
 
-    configure(level)
+    configure(level, fmt or os.environ.get("FACTPATCH_LOG_FORMAT", "text"))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from editing import logcontext
 from editing.config import Settings
 from editing.editors.base import Editor
 from editing.host import ModelHost
@@ -36,15 +37,18 @@ class WriterContext:
             self.fence()
         record = self.log.append_revision(revision, outcomes, epoch=self.epoch)
         self.state.set_revision(record.revision, record.checksum)
+        logcontext.bind(revision=record.revision)
         if record.revision % self.settings.log.snapshot_every == 0:
             self.state.save_snapshot()
         return record
 
-    def new_revision(self, **fields: object) -> NewRevision:
+    def new_revision(self, *, command_id: str, **fields: object) -> NewRevision:
+        """The next revision at the current state; its `actor` is the caller who sent `command_id`."""
         return NewRevision(
             checksum=self.state.compute_checksum(),
-            actor=self.worker_id,
+            actor=self.log.get_command(command_id).actor,
             editor=self.editor.name,
             editor_version=self.editor.version,
+            command_id=command_id,
             **fields,
         )

@@ -16,18 +16,21 @@ def serve(settings: Settings) -> None:
     """Load the model, rebuild the head revision, then serve HTTP until interrupted."""
     import uvicorn
 
+    from service.auth import listen_host
     from service.main import create_app
 
     log = open_log(settings)
-    transport = MemoryTransport()
+    transport = MemoryTransport(max_query_backlog=settings.queue.max_query_backlog)
     runtime = build_writer(settings, log=log, transport=transport)
     runtime.start()
     app = create_app(settings, log=log, transport=transport)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    host, why = listen_host(settings.host, app.state.keyring)
+    logger.log(logging.WARNING if host != settings.host else logging.INFO, "%s", why)
+    config = uvicorn.Config(app, host=host, port=settings.port, log_config=None, access_log=False)
     server = uvicorn.Server(config)
     logger.info(
         "factpatch listening on http://%s:%d (model %s, editor %s, revision %d)",
-        settings.host, settings.port, settings.model, runtime.state.editor.name, runtime.state.revision,
+        host, settings.port, settings.model, runtime.state.editor.name, runtime.state.revision,
     )
     try:
         server.run()

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from editing import logcontext
 from editing.errors import FencedWriterError
 from editing.protocol import CommandRecord
 from editing.queue import Transport
@@ -90,22 +91,25 @@ class Writer:
         done = 0
         while done < len(pending):
             command = pending[done]
-            if command.kind == "edit":
-                group = self._edit_group(pending, done)
-                run_edit_group(self.ctx, group)
-                done += len(group)
-            else:
-                HANDLERS[command.kind](self.ctx, command)
-                done += 1
+            group = self._edit_group(pending, done) if command.kind == "edit" else [command]
+            with logcontext.scope(edit_id=",".join(c.id for c in group), actor=command.actor,
+                                  revision=self.ctx.state.revision):
+                if command.kind == "edit":
+                    run_edit_group(self.ctx, group)
+                else:
+                    HANDLERS[command.kind](self.ctx, command)
+            done += len(group)
             self.transport.events.publish()
         return done
 
     def _edit_group(self, pending: list[CommandRecord], start: int) -> list[CommandRecord]:
-        """Consecutive edits from `start`, at most `max_batch_edits` (one revision)."""
+        """Consecutive edits from `start` by one caller, at most `max_batch_edits` (one revision,
+        which names that caller as its actor)."""
         limit = self.ctx.settings.writer.max_batch_edits
+        actor = pending[start].actor
         group: list[CommandRecord] = []
         for command in pending[start:]:
-            if command.kind != "edit" or len(group) == limit:
+            if command.kind != "edit" or len(group) == limit or command.actor != actor:
                 break
             group.append(command)
         return group

@@ -104,10 +104,10 @@ def test_each_route_needs_its_role(
             assert response.json()["code"] == "forbidden"
 
 
-def test_the_actor_is_a_key_digest_prefix(make_api: Callable[..., Api]) -> None:
+def test_an_unnamed_environment_key_is_named_by_its_digest_prefix(make_api: Callable[..., Api]) -> None:
     api = make_api(api_keys=KEYS)
     edit_id = api.client.post("/v1/edits", json=OK, headers=bearer("edit-key")).json()["id"]
-    assert api.log.get_command(edit_id).actor == "key:" + hashlib.sha256(b"edit-key").hexdigest()[:8]
+    assert api.log.get_command(edit_id).actor == "env-" + hashlib.sha256(b"edit-key").hexdigest()[:8]
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"])

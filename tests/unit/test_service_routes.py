@@ -126,7 +126,7 @@ def test_an_edit_is_durable_and_queued_before_202(api: Api) -> None:
     assert response.headers["location"] == f"/v1/edits/{doc['id']}"
     assert doc["id"].startswith("ed_") and doc["status"] == "queued" and doc["error"] is None
     stored = api.log.get_command(doc["id"])
-    assert (stored.kind, stored.status, stored.actor) == ("edit", "queued", None)
+    assert (stored.kind, stored.status, stored.actor) == ("edit", "queued", "anonymous")
     assert stored.body == {**OK, "rephrases": [], "locality": [], "metadata": {}} == doc["request"]
     delivery = api.transport.commands.get(timeout=0)
     assert delivery is not None and (delivery.command.kind, delivery.command.id) == ("edit", doc["id"])

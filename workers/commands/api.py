@@ -33,17 +33,21 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     settings = Settings(**overrides)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if not settings.redis_url:
         logger.error("factpatch api needs FACTPATCH_REDIS_URL (workers run as separate processes); "
                      "for API and writer in one process run `factpatch serve`")
         return 2
     import uvicorn
 
+    from service.auth import listen_host
+
     app = build_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    host, why = listen_host(settings.host, app.state.keyring)
+    logger.log(logging.WARNING if host != settings.host else logging.INFO, "%s", why)
+    config = uvicorn.Config(app, host=host, port=settings.port, log_config=None, access_log=False)
     queue = app.state.transport.config
     logger.info("factpatch api listening on http://%s:%d (redis transport, key prefix %r)",
-                settings.host, settings.port, queue.prefix)
+                host, settings.port, queue.prefix)
     uvicorn.Server(config).run()
     return 0

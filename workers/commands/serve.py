@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     settings = Settings(**overrides)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     logger.info("configuration: %s", settings.redacted())
     serve(settings)
     return 0

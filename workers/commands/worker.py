@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from workers.cli import configure_logging
 
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if not settings.redis_url:
         logger.error("factpatch worker needs FACTPATCH_REDIS_URL; for one process run `factpatch serve`")
         return 2

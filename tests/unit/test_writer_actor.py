@@ -1,0 +1,39 @@
+"""Each revision names the caller who caused it: the writer batches edits by caller, and
+rollbacks and replays carry their sender's name (not the writer process's)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from editing.config import Settings
+from editing.log import SqliteEditLog
+from editing.protocol import Command, EditSpec, NewCommand, new_id
+from tests.unit.test_writer import PROMPTS, Rig
+
+
+def submit(rig: Rig, kind: str, body: dict[str, Any], actor: str) -> str:
+    command_id = new_id({"edit": "ed", "rollback": "rb", "replay": "rp"}[kind])
+    rig.log.accept([NewCommand(id=command_id, kind=kind, body=body, actor=actor)])  # type: ignore[arg-type]
+    rig.transport.commands.put(Command(kind=kind, id=command_id))  # type: ignore[arg-type]
+    return command_id
+
+
+def edit(rig: Rig, n: int, actor: str) -> str:
+    prompt, target = PROMPTS[n]
+    return submit(rig, "edit", EditSpec(prompt=prompt, target=target).model_dump(), actor)
+
+
+def test_revisions_name_the_caller_and_batches_never_mix_callers(tiny_settings: Settings) -> None:
+    rig = Rig(tiny_settings, SqliteEditLog(":memory:"))
+    first, second, third = edit(rig, 0, "alice"), edit(rig, 1, "alice"), edit(rig, 2, "bob")
+    rig.run()
+    revisions = {r.revision: r for r in rig.log.list_revisions()[0]}
+    assert (revisions[1].edit_ids, revisions[1].actor) == ([first, second], "alice")
+    assert (revisions[2].edit_ids, revisions[2].actor) == ([third], "bob")
+    assert revisions[0].actor is None  # the base model: nobody's edit
+    submit(rig, "rollback", {"to_revision": 1}, "olga")
+    submit(rig, "replay", {}, "root-ops")
+    rig.run()
+    assert [(r.kind, r.actor) for r in rig.log.list_revisions(limit=2)[0]] == [("replay", "root-ops"),
+                                                                            ("rollback", "olga")]
+    assert rig.get(third).status == "rolled_back"
