@@ -61,6 +61,18 @@ class LogConfig(BaseModel):
     snapshot_every: int = Field(25, ge=1, description="Store a snapshot of the edited tensors every K revisions.")
 
 
+class RateLimitConfig(BaseModel):
+    """Per-key rate limits (a bucket per key holding a minute's worth); 0 turns one off."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    edits_per_minute: int = Field(
+        600, ge=0, description="Edits one key may submit per minute (a batch counts its edits; rollbacks and "
+        "replays count one each)."
+    )
+    queries_per_minute: int = Field(6000, ge=0, description="Queries one key may send per minute.")
+
+
 class WriterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -158,11 +170,16 @@ class Settings(BaseSettings):
     )
     query_timeout: float = Field(30.0, gt=0, description="Seconds a query waits for a worker.")
     worker_id: str | None = Field(None, description="Name of this worker; default host-pid.")
+    metrics_port: int | None = Field(
+        None, description="`factpatch worker` also serves its own /metrics on this port (the API's /metrics "
+        "includes every worker's figures either way)."
+    )
     log_level: str = Field("INFO", description="Logging level of the process.")
     log_format: Literal["text", "json"] = Field(
         "text", description="text, or json: one object per line with request_id, edit_id, revision, actor."
     )
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     writer: WriterConfig = Field(default_factory=WriterConfig)

@@ -226,3 +226,4 @@ class WorkerInfo(BaseModel):
     checksum: str | None = None
     model: str | None = None
     editor: str | None = None
+    metrics: str | None = None  # the worker's Prometheus exposition text (the API's /metrics merges it)

@@ -14,7 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from editing.config import Settings
 from service.auth import Principal, require_role
-from service.problems import FieldError, RequestInvalidError
+from service.problems import FieldError, RateLimitedError, RequestInvalidError
+from service.ratelimit import LimitKind
 from service.schemas import (
     EditCreate,
     GenerateRequest,
@@ -120,6 +121,32 @@ GenerateBodyDep = Annotated[GenerateRequest, Depends(generate_body)]
 ScoreBodyDep = Annotated[ScoreRequest, Depends(score_body)]
 RollbackBodyDep = Annotated[RollbackCreate, Depends(rollback_body)]
 ReplayBodyDep = Annotated[ReplayCreate, Depends(replay_body)]
+
+
+# ---- rate limits (after auth and body parsing: 401, 403 and 422 come first) ----------------
+
+
+def _charge(request: Request, kind: LimitKind, actor: str, cost: int) -> None:
+    wait = request.app.state.rate_limiter.charge(kind, actor, cost)
+    if wait > 0:
+        request.app.state.metrics.rate_limited(kind)
+        limit = getattr(request.app.state.settings.rate_limits, f"{kind}_per_minute")
+        raise RateLimitedError(f"{actor} is over its limit of {limit} {kind} per minute; retry in {wait:.1f} s",
+                               retry_after=wait, limit=limit)
+
+
+def edit_quota(request: Request, principal: EditorDep, edits: EditsBodyDep) -> None:
+    """An edit batch costs one unit per edit."""
+    _charge(request, "edits", principal.actor, len(edits[0]))
+
+
+def operator_quota(request: Request, principal: OperatorDep) -> None:
+    """A rollback or a replay costs one edit unit."""
+    _charge(request, "edits", principal.actor, 1)
+
+
+def query_quota(request: Request, principal: ReaderDep) -> None:
+    _charge(request, "queries", principal.actor, 1)
 
 
 # ---- parameters ----------------------------------------------------------------------------

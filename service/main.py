@@ -24,6 +24,7 @@ from service.auth import KeyRing
 from service.metrics import HttpMetrics
 from service.middleware import MetricsMiddleware, RequestIdMiddleware
 from service.problems import register_problem_handlers
+from service.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from service.routers import ROUTERS
 from service.serving import LONG_WAIT_THREADS, EditService, QueryService, StateService
 
@@ -87,8 +88,8 @@ def create_app(
 ) -> FastAPI:
     """Build the API. What it opens itself (the log, the transport) it closes at shutdown.
 
-    `app.state` holds `settings`, `log`, `transport`, `keyring`, `metrics`, `edit_service`,
-    `query_service` and `state_service`.
+    `app.state` holds `settings`, `log`, `transport`, `keyring`, `metrics`, `rate_limiter`,
+    `edit_service`, `query_service` and `state_service`.
     """
     if settings is None:
         settings = Settings()
@@ -120,6 +121,16 @@ def _attach_state(app: FastAPI, *, settings: Settings, log: EditLog, transport: 
     app.state.edit_service = EditService(log=log, transport=transport, settings=settings, limiter=limiter)
     app.state.query_service = QueryService(transport=transport, settings=settings, limiter=limiter)
     app.state.state_service = StateService(log=log, transport=transport, metrics=metrics)
+    metrics.attach(app.state.state_service.collector())
+    app.state.rate_limiter = _rate_limiter(settings, transport)
+
+
+def _rate_limiter(settings: Settings, transport: Transport) -> RateLimiter:
+    """Buckets in Redis when the API runs over Redis (shared by every API process), else in-process."""
+    client, keys = getattr(transport, "client", None), getattr(transport, "keys", None)
+    if settings.redis_url and client is not None and keys is not None:
+        return RedisRateLimiter(client, config=settings.rate_limits, key=keys.ratelimit)
+    return MemoryRateLimiter(settings.rate_limits)
 
 
 def _lifespan(

@@ -1,129 +1,110 @@
-"""A tiny Prometheus text-format registry (exposition format 0.0.4); no prometheus_client.
+"""The API's Prometheus metrics, with prometheus_client, in one registry per app.
 
-Counters and histograms are updated by the middleware; gauges (queue depth, revision, edits by
-status, workers by role) are read from the log and the transport at scrape time and passed to
-`render` as `GaugeFamily`s.
+Three sources end up on `GET /metrics`:
+
+* request counters and latency histograms, fed by the middleware, and rate-limit refusals;
+* gauges read from the log at scrape time (queue depth, head revision, edits by status, live
+  workers by role), by `StateCollector`;
+* each live worker's own figures (edit latency by editor and outcome, guard rejections, query
+  latency and batch size, the worker's revision), which a worker sends with its heartbeat as
+  exposition text. `StateCollector` parses them and re-labels every sample with `worker="<id>"`,
+  so one scrape of the API shows the whole deployment. A worker's figures are at most one
+  heartbeat old (`FACTPATCH_WRITER__HEARTBEAT_SECONDS`, and at once after each revision).
 """
 
 from __future__ import annotations
 
-import math
-import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
-Labels = tuple[tuple[str, str], ...]
+from editing.protocol import WorkerInfo
 
+logger = logging.getLogger(__name__)
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{name}="{_escape(value)}"' for name, value in labels) + "}"
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if math.isnan(value):
-        return "NaN"
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def _header(name: str, help_text: str, kind: str) -> list[str]:
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-
-
-class Counter:
-    def __init__(self, name: str, help_text: str) -> None:
-        self.name, self.help = name, help_text
-        self._values: dict[Labels, float] = {}
-        self._lock = threading.Lock()
-
-    def inc(self, labels: Labels, amount: float = 1.0) -> None:
-        with self._lock:
-            self._values[labels] = self._values.get(labels, 0.0) + amount
-
-    def value(self, labels: Labels) -> float:
-        with self._lock:
-            return self._values.get(labels, 0.0)
-
-    def lines(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return _header(self.name, self.help, "counter") + [
-            f"{self.name}{_labels(labels)} {_number(v)}" for labels, v in items
-        ]
-
-
-@dataclass
-class _Series:
-    counts: list[int]
-    total: float = 0.0
-    count: int = 0
-
-
-class Histogram:
-    def __init__(self, name: str, help_text: str, buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
-        self.name, self.help = name, help_text
-        self.buckets = tuple(sorted(buckets))
-        self._series: dict[Labels, _Series] = {}
-        self._lock = threading.Lock()
-
-    def observe(self, labels: Labels, value: float) -> None:
-        with self._lock:
-            series = self._series.setdefault(labels, _Series(counts=[0] * len(self.buckets)))
-            for i, bound in enumerate(self.buckets):
-                if value <= bound:
-                    series.counts[i] += 1
-            series.total += value
-            series.count += 1
-
-    def lines(self) -> list[str]:
-        with self._lock:
-            items = sorted((k, _Series(list(s.counts), s.total, s.count)) for k, s in self._series.items())
-        out = _header(self.name, self.help, "histogram")
-        for labels, series in items:
-            for bound, n in zip((*self.buckets, math.inf), (*series.counts, series.count), strict=True):
-                out.append(f"{self.name}_bucket{_labels((*labels, ('le', _number(bound))))} {n}")
-            out.append(f"{self.name}_sum{_labels(labels)} {_number(series.total)}")
-            out.append(f"{self.name}_count{_labels(labels)} {series.count}")
-        return out
-
-
-@dataclass
-class GaugeFamily:
-    """A gauge computed at scrape time."""
-
-    name: str
-    help: str
-    samples: list[tuple[Labels, float]] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        return _header(self.name, self.help, "gauge") + [
-            f"{self.name}{_labels(labels)} {_number(v)}" for labels, v in self.samples
-        ]
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+STATUSES = ("queued", "applying", "applied", "failed", "rejected", "rolled_back")
+ROLES = ("writer", "replica", "standby")
 
 
 class HttpMetrics:
-    """The request counter and latency histogram the middleware feeds."""
+    """The app's registry: HTTP figures here, the log and the workers through `attach`."""
 
     def __init__(self) -> None:
-        self.requests = Counter("factpatch_http_requests_total", "HTTP requests answered.")
-        self.duration = Histogram("factpatch_http_request_duration_seconds", "HTTP request latency, seconds.")
+        disable_created_metrics()  # no `_created` series: they double the output and nobody graphs them
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("factpatch_http_requests", "HTTP requests answered.",
+                                ["method", "route", "status"], registry=self.registry)
+        self.duration = Histogram("factpatch_http_request_duration_seconds", "HTTP request latency, seconds.",
+                                  ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.limited = Counter("factpatch_rate_limited", "Requests refused with 429, by limit.", ["kind"],
+                               registry=self.registry)
 
     def observe(self, *, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.inc((("method", method), ("route", route), ("status", str(status))))
-        self.duration.observe((("method", method), ("route", route)), seconds)
+        self.requests.labels(method, route, str(status)).inc()
+        self.duration.labels(method, route).observe(seconds)
 
-    def render(self, gauges: Iterable[GaugeFamily] = ()) -> str:
-        lines = self.requests.lines() + self.duration.lines()
-        for family in gauges:
-            lines += family.lines()
-        return "\n".join(lines) + "\n"
+    def rate_limited(self, kind: str) -> None:
+        self.limited.labels(kind).inc()
+
+    def attach(self, collector: StateCollector) -> None:
+        self.registry.register(collector)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class StateCollector:
+    """Scrape-time figures: the log's gauges and every live worker's own metrics."""
+
+    def __init__(self, *, pending: Callable[[], int], head: Callable[[], int | None],
+                 edits_by_status: Callable[[str], int], workers: Callable[[], Sequence[WorkerInfo]]) -> None:
+        self._pending, self._head, self._by_status, self._workers = pending, head, edits_by_status, workers
+
+    def describe(self) -> list[Metric]:
+        return []  # collected fresh on every scrape; nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("factpatch_queue_depth", "Accepted requests not yet resolved.",
+                                value=self._pending())
+        head = self._head()
+        if head is not None:
+            yield GaugeMetricFamily("factpatch_revision", "Head revision of the edit log.", value=head)
+        edits = GaugeMetricFamily("factpatch_edits", "Edits in the log, by status.", labels=["status"])
+        for status in STATUSES:
+            edits.add_metric([status], self._by_status(status))
+        yield edits
+        workers = list(self._workers())
+        by_role = GaugeMetricFamily("factpatch_workers", "Live workers, by role.", labels=["role"])
+        for role in ROLES:
+            by_role.add_metric([role], sum(w.role == role for w in workers))
+        yield by_role
+        yield from merge_worker_metrics(workers)
+
+
+def merge_worker_metrics(workers: Iterable[WorkerInfo]) -> list[Metric]:
+    """Every worker's exposition text as families with a `worker` label (one family per name)."""
+    merged: dict[str, Metric] = {}
+    for worker in workers:
+        if not worker.metrics:
+            continue
+        try:
+            families = list(text_string_to_metric_families(worker.metrics))
+        except ValueError:
+            logger.warning("worker %s sent metrics that do not parse; skipped", worker.id)
+            continue
+        for family in families:
+            target = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+            target.samples += [_relabel(s, worker.id) for s in family.samples]
+    return list(merged.values())
+
+
+def _relabel(sample: Sample, worker_id: str) -> Sample:
+    return Sample(sample.name, {"worker": worker_id, **sample.labels}, sample.value, sample.timestamp,
+                  sample.exemplar)

@@ -78,6 +78,16 @@ class RequestInvalidError(e.EditingError):
             self.code = code
 
 
+class RateLimitedError(e.EditingError):
+    """A key went over its rate limit (429, with `Retry-After`)."""
+
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after: float, **extra: Any) -> None:
+        super().__init__(detail, retry_after=max(1, math.ceil(retry_after)), **extra)
+        self.retry_after = retry_after
+
+
 class WorkerProblemError(e.EditingError):
     """A worker answered with a problem document; the front end passes it through unchanged."""
 
@@ -98,6 +108,7 @@ PROBLEMS: dict[type[BaseException], tuple[int, str, str]] = {
     **{cls: (status, cls.code.replace("_", "-"), title) for cls, status, title in e.STATUS_TABLE},
     AuthenticationError: (401, "unauthenticated", "Authentication required"),
     PermissionDeniedError: (403, "forbidden", "Forbidden"),
+    RateLimitedError: (429, "rate-limited", "Too many requests"),
     RequestInvalidError: (422, "validation-error", "Invalid request"),
     WorkerProblemError: (502, "worker-error", "Worker error"),
 }
@@ -192,7 +203,7 @@ def problem_response(
     )
     out = dict(headers or {})
     out[REQUEST_ID_HEADER] = request_id
-    if spec.status == 503:
+    if spec.status in (429, 503):
         out.setdefault("Retry-After", _seconds(spec.extra.get("retry_after", 1)))
     if spec.status == 401:
         out.setdefault("WWW-Authenticate", "Bearer")

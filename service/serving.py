@@ -48,7 +48,7 @@ from editing.protocol import (
     new_id,
 )
 from editing.queue import Transport
-from service.metrics import GaugeFamily, HttpMetrics
+from service.metrics import HttpMetrics, StateCollector
 from service.problems import FieldError, RequestInvalidError, WorkerProblemError
 from service.schemas import (
     EditBatchPublic,
@@ -71,7 +71,6 @@ from service.schemas import (
 logger = logging.getLogger(__name__)
 
 LONG_WAIT_THREADS = 128
-_STATUSES: tuple[CommandStatus, ...] = ("queued", "applying", "applied", "failed", "rejected", "rolled_back")
 Doc = TypeVar("Doc", bound=BaseModel)
 
 
@@ -337,25 +336,19 @@ class StateService:
             raise WorkerUnavailableError("no writer heartbeat: no worker holds the model")
         return writers[0]
 
-    def metrics_text(self) -> str:
-        return self._metrics.render(self._gauges())
+    def metrics_text(self) -> bytes:
+        return self._metrics.render()
 
-    def _gauges(self) -> list[GaugeFamily]:
-        depth = GaugeFamily("factpatch_queue_depth", "Accepted requests not yet resolved.",
-                            [((), float(self._log.count_pending()))])
-        edits = GaugeFamily("factpatch_edits_total", "Edits in the log, by status.", [
-            ((("status", s),), float(self._log.count_commands(kind="edit", status=s))) for s in _STATUSES
-        ])
-        roles = [w.role for w in self._transport.registry.workers()]
-        workers = GaugeFamily("factpatch_workers", "Live workers, by role.", [
-            ((("role", r),), float(roles.count(r))) for r in ("writer", "replica", "standby")
-        ])
-        return [depth, self._revision_gauge(), edits, workers]
+    def collector(self) -> StateCollector:
+        """The scrape-time gauges and the workers' own figures, for the metrics registry."""
+        return StateCollector(
+            pending=self._log.count_pending, head=self.head_revision,
+            edits_by_status=lambda status: self._log.count_commands(kind="edit", status=status),  # type: ignore[arg-type]
+            workers=self._transport.registry.workers,
+        )
 
-    def _revision_gauge(self) -> GaugeFamily:
-        family = GaugeFamily("factpatch_revision", "Head revision of the edit log.")
+    def head_revision(self) -> int | None:
         try:
-            family.samples.append(((), float(self._log.head().revision)))
+            return self._log.head().revision
         except RevisionNotFoundError:
-            pass
-        return family
+            return None

@@ -11,9 +11,12 @@ from workers.state import ModelState
 
 
 def worker_info(*, worker_id: str, role: str, state: ModelState) -> WorkerInfo:
+    """The heartbeat: role, revision, device, and the worker's metrics as exposition text."""
+    state.metrics.serving(role=role, revision=state.revision)
     return WorkerInfo(
         id=worker_id, role=role, revision=state.revision, device=str(state.host.device),
         heartbeat_at=utc_now(), checksum=state.checksum, model=state.host.model_id, editor=state.editor.name,
+        metrics=state.metrics.render(),
     )
 
 

@@ -18,6 +18,7 @@ from editing.errors import ReplayMismatchError
 from editing.host import ModelHost
 from editing.log import EditLog
 from editing.protocol import Lineage, NewRevision, RevisionRecord, utc_now
+from workers.metrics import WorkerMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class ModelState:
         self.host = host
         self.editor = editor
         self.log = log
+        self.metrics = WorkerMetrics()  # this process's figures; sent with every heartbeat
         self.revision = -1
         self.checksum = ""
         self.changed = threading.Condition()

@@ -95,12 +95,20 @@ class Writer:
             with logcontext.scope(edit_id=",".join(c.id for c in group), actor=command.actor,
                                   revision=self.ctx.state.revision):
                 if command.kind == "edit":
-                    run_edit_group(self.ctx, group)
+                    self._run_edits(group)
                 else:
                     HANDLERS[command.kind](self.ctx, command)
             done += len(group)
             self.transport.events.publish()
         return done
+
+    def _run_edits(self, group: list[CommandRecord]) -> None:
+        """Apply one edit group and record its figures (writer time, latency, guard refusals)."""
+        started = time.perf_counter()
+        run_edit_group(self.ctx, group)
+        seconds = time.perf_counter() - started
+        resolved = self.ctx.log.get_commands([c.id for c in group])
+        self.ctx.state.metrics.edits_resolved(resolved, editor=self.ctx.editor.name, seconds=seconds)
 
     def _edit_group(self, pending: list[CommandRecord], start: int) -> list[CommandRecord]:
         """Consecutive edits from `start` by one caller, at most `max_batch_edits` (one revision,

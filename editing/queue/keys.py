@@ -12,6 +12,7 @@ With the default prefix `fp`:
 | `fp:worker:<worker id>` | string, TTL | a worker's heartbeat (`WorkerInfo` JSON), lives three periods |
 | `fp:workers` | set | ids of workers that heartbeat (entries whose key expired are pruned on read) |
 | `fp:writer` | string, PX TTL | the writer lease: the id of the worker allowed to write |
+| `fp:ratelimit:<kind>:<actor>` | string, PX TTL | a key's rate-limit bucket (`edits` or `queries`): GCRA time |
 """
 
 from __future__ import annotations
@@ -55,3 +56,6 @@ class Keys:
     @property
     def writer_lease(self) -> str:
         return f"{self.prefix}:writer"
+
+    def ratelimit(self, kind: str, actor: str) -> str:
+        return f"{self.prefix}:ratelimit:{kind}:{actor}"

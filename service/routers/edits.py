@@ -16,6 +16,7 @@ from service.deps import (
     JsonBodyDep,
     LimitQuery,
     WaitDep,
+    edit_quota,
     require_reader,
 )
 from service.schemas import (
@@ -37,6 +38,7 @@ router = APIRouter(prefix="/v1/edits", tags=["edits"], responses=PROBLEM_RESPONS
     response_model=EditPublic | EditBatchPublic,
     openapi_extra=request_body_doc(EditCreate, EditBatchCreate),
     summary="Submit one edit, or several as {\"edits\": [...]}",
+    dependencies=[Depends(edit_quota)],
 )
 async def create_edits(
     edits: EditsBodyDep,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
 
-from service.deps import GenerateBodyDep, QueryServiceDep, ScoreBodyDep, require_reader
+from service.deps import GenerateBodyDep, QueryServiceDep, ScoreBodyDep, query_quota, require_reader
 from service.schemas import (
     PROBLEM_RESPONSES,
     GenerateRequest,
@@ -17,7 +17,7 @@ from service.schemas import (
     request_body_doc,
 )
 
-router = APIRouter(prefix="/v1", tags=["queries"], dependencies=[Depends(require_reader)],
+router = APIRouter(prefix="/v1", tags=["queries"], dependencies=[Depends(require_reader), Depends(query_quota)],
                    responses=PROBLEM_RESPONSES)
 
 REVISION_HEADER = "X-Model-Revision"

@@ -12,6 +12,7 @@ from service.deps import (
     ReplayBodyDep,
     RollbackBodyDep,
     WaitDep,
+    operator_quota,
     require_reader,
 )
 from service.schemas import (
@@ -26,7 +27,8 @@ from service.schemas import (
 router = APIRouter(prefix="/v1", tags=["rollbacks"], responses=PROBLEM_RESPONSES)
 
 
-@router.post("/rollbacks", status_code=202, openapi_extra=request_body_doc(RollbackCreate))
+@router.post("/rollbacks", status_code=202, openapi_extra=request_body_doc(RollbackCreate),
+             dependencies=[Depends(operator_quota)])
 async def create_rollback(
     rollback: RollbackBodyDep,
     body: JsonBodyDep,
@@ -48,7 +50,8 @@ def get_rollback(rollback_id: str, service: EditServiceDep) -> RollbackPublic:
     return service.get_rollback(rollback_id)
 
 
-@router.post("/replay", status_code=202, openapi_extra=request_body_doc(ReplayCreate, required=False))
+@router.post("/replay", status_code=202, openapi_extra=request_body_doc(ReplayCreate, required=False),
+             dependencies=[Depends(operator_quota)])
 async def create_replay(
     _options: ReplayBodyDep,
     body: JsonBodyDep,

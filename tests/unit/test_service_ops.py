@@ -211,7 +211,15 @@ def test_readyz_needs_a_writer_heartbeat(api: Api) -> None:
     assert (response.status_code, response.json()) == (200, {"status": "ready", "writer": "writer-1"})
 
 
-_SAMPLE = re.compile(r'[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+-]+|[a-z_]+\{.*\} \+Inf')
+def scrape(api: Api) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """`/metrics` parsed by prometheus_client's own parser: {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = api.client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(response.text) for s in family.samples}
 
 
 def test_metrics_are_prometheus_text(api: Api) -> None:
@@ -220,24 +228,35 @@ def test_metrics_are_prometheus_text(api: Api) -> None:
     api.client.post("/v1/edits", json=OK)
     api.client.get("/v1/edits/ed_one")
     api.client.get("/v1/edits/ed_two")
-    response = api.client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    lines = response.text.splitlines()
-    samples = [line for line in lines if not line.startswith("#")]
-    assert all(_SAMPLE.fullmatch(line) for line in samples), [s for s in samples if not _SAMPLE.fullmatch(s)]
-    assert 'factpatch_http_requests_total{method="GET",route="/v1/edits/{edit_id}",status="404"} 2' in lines
-    assert 'factpatch_http_requests_total{method="POST",route="/v1/edits",status="202"} 1' in lines
-    assert any(line.startswith('factpatch_http_request_duration_seconds_bucket{method="GET",route="/v1/edits/'
-                               '{edit_id}",le="+Inf"} 2') for line in lines)
-    expected = [
-        "factpatch_queue_depth 1",
-        "factpatch_revision 0",
-        'factpatch_edits_total{status="queued"} 1',
-        'factpatch_workers{role="writer"} 1',
-        "# TYPE factpatch_http_request_duration_seconds histogram",
-    ]
-    assert set(expected) <= set(lines)
+    samples = scrape(api)
+    route = (("method", "GET"), ("route", "/v1/edits/{edit_id}"))
+    assert samples[("factpatch_http_requests_total", (*route, ("status", "404")))] == 2
+    assert samples[("factpatch_http_requests_total", (("method", "POST"), ("route", "/v1/edits"),
+                                                      ("status", "202")))] == 1
+    assert samples[("factpatch_http_request_duration_seconds_bucket", (("le", "+Inf"), *route))] == 2
+    assert samples[("factpatch_queue_depth", ())] == 1
+    assert samples[("factpatch_revision", ())] == 0
+    assert samples[("factpatch_edits", (("status", "queued"),))] == 1
+    assert samples[("factpatch_workers", (("role", "writer"),))] == 1
+
+
+def test_metrics_include_each_workers_own_figures_labelled_by_worker(api: Api) -> None:
+    from workers.metrics import WorkerMetrics
+
+    init_lineage(api.log)
+    for worker_id, role, revision in (("writer-1", "writer", 3), ("replica-1", "replica", 2)):
+        own = WorkerMetrics()
+        own.serving(role=role, revision=revision)
+        own.query("generate", 0.2)
+        own.batch(4)
+        info = WorkerInfo(id=worker_id, role=role, revision=revision, device="cpu", heartbeat_at=utc_now(),
+                          metrics=own.render())
+        api.transport.registry.heartbeat(info, ttl=5)
+    samples = scrape(api)
+    assert samples[("factpatch_worker_revision", (("role", "writer"), ("worker", "writer-1")))] == 3
+    assert samples[("factpatch_worker_revision", (("role", "replica"), ("worker", "replica-1")))] == 2
+    assert samples[("factpatch_query_batch_size_count", (("worker", "replica-1"),))] == 1
+    assert samples[("factpatch_query_duration_seconds_sum", (("kind", "generate"), ("worker", "writer-1")))] == 0.2
 
 
 def test_openapi_documents_the_hand_parsed_bodies(api: Api) -> None:

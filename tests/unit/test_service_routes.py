@@ -278,7 +278,7 @@ def test_model_describes_head_and_workers(api: Api) -> None:
     worker = WorkerInfo(id="w1", role="writer", revision=0, device="cpu", heartbeat_at=utc_now())
     api.transport.registry.heartbeat(worker, ttl=5)
     body = api.client.get("/v1/model").json()
-    listed = worker.model_dump(exclude={"checksum", "model", "editor"})
+    listed = worker.model_dump(exclude={"checksum", "model", "editor", "metrics"})
     assert body == {"base_model": "tiny-llama", "editor": "ft", "revision": 0, "checksum": "c0",
                     "edits_applied": 0, "workers": [listed]}
 

@@ -60,7 +60,13 @@ def _serve(settings: Settings, *, role: WorkerRole, stop: threading.Event) -> in
     log = open_log(settings)
     try:
         node = build_node(settings, role=role, log=log, transport=transport, stop=stop)
-        return 0 if node is None else run_node(node, role=role)
+        if node is None:
+            return 0
+        if settings.metrics_port:
+            from workers.metrics import serve_http
+
+            serve_http(node.runtime.state.metrics, settings.metrics_port)
+        return run_node(node, role=role)
     finally:
         transport.close()
         log.close()
