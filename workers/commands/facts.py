@@ -1,0 +1,28 @@
+"""factpatch facts SUBJECT: what the log holds about one subject (its edits, newest first)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+HELP = "a subject's edits, newest first, over HTTP (GET /v1/facts?subject=)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from workers.operator.options import add_common
+
+    parser.add_argument("subject", help="the subject, as edits name it (e.g. 'Eiffel Tower')")
+    parser.add_argument("--limit", type=int, default=None, help="how many (default: the API's)")
+    add_common(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from workers.operator import views
+    from workers.operator.client import Client, run_command
+
+    def facts(client: Client) -> tuple[Any, str]:
+        doc = client.get("/v1/facts", subject=args.subject, limit=args.limit)
+        items = doc if isinstance(doc, list) else doc.get("items") or doc.get("edits") or []
+        return doc, f"subject: {args.subject}\n" + views.edit_rows(items)
+
+    return run_command(args, facts)
