@@ -35,6 +35,8 @@ class LimitsConfig(BaseModel):
     max_prompt_tokens: int = Field(512, description="Longest tokenised prompt + target the worker accepts.")
     max_queue: int = Field(10000, description="Most commands waiting; beyond it POSTs get 503.")
     max_metadata_bytes: int = Field(4096, description="Largest metadata object (JSON bytes).")
+    max_messages: int = Field(64, description="Most chat messages in one query.")
+    max_stop: int = Field(4, description="Most stop strings in one query.")
 
 
 class GuardConfig(BaseModel):
@@ -80,6 +82,18 @@ class WriterConfig(BaseModel):
         16, ge=1, description="Most queued edits applied together as one revision (sequential batch editing)."
     )
     heartbeat_seconds: float = Field(2.0, gt=0, description="How often a worker announces itself.")
+
+
+class QueryConfig(BaseModel):
+    """How every worker batches queries: waiting queries at one revision run as one padded batch."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_batch: int = Field(16, ge=1, le=256, description="Most queries decoded together as one batch.")
+    batch_wait_ms: float = Field(
+        5.0, ge=0.0, le=1000.0,
+        description="How long a worker waits for more queries once one arrived, before running the batch (ms).",
+    )
 
 
 class QueueConfig(BaseModel):
@@ -184,6 +198,7 @@ class Settings(BaseSettings):
     log: LogConfig = Field(default_factory=LogConfig)
     writer: WriterConfig = Field(default_factory=WriterConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
+    queries: QueryConfig = Field(default_factory=QueryConfig)
     editors: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-editor config overrides, e.g. FACTPATCH_EDITORS__FT__STEPS=8."
     )

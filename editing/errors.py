@@ -4,6 +4,7 @@
 EditingError
  ├─ InvalidEditError        422   UnknownEditorError, TargetNotFoundError, PromptTooLongError,
  │                                InvalidDatasetError, CheckpointMismatchError, InvalidKeyNameError
+ ├─ InvalidQueryError       422   a query the model cannot answer as asked
  ├─ NotFoundError           404   EditNotFoundError, RollbackNotFoundError, RevisionNotFoundError,
  │                                KeyNotFoundError
  ├─ ConflictError           409   IdempotencyKeyReusedError, AlreadyRolledBackError,
@@ -63,6 +64,12 @@ class CheckpointMismatchError(InvalidEditError):
 
 class InvalidKeyNameError(InvalidEditError):
     code = "invalid_key_name"
+
+
+class InvalidQueryError(EditingError):
+    """A query the model cannot answer as asked (e.g. chat messages for a model without a chat template)."""
+
+    code = "invalid_query"
 
 
 class NotFoundError(EditingError):
@@ -161,6 +168,7 @@ STATUS_TABLE: tuple[tuple[type[EditingError], int, str], ...] = (
     (CheckpointMismatchError, 422, "Checkpoint does not match the model"),
     (InvalidKeyNameError, 422, "Invalid key name"),
     (InvalidEditError, 422, "Invalid edit"),
+    (InvalidQueryError, 422, "Invalid query"),
     (EditNotFoundError, 404, "Edit not found"),
     (RollbackNotFoundError, 404, "Rollback not found"),
     (RevisionNotFoundError, 404, "Revision not found"),

@@ -10,14 +10,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from editing.errors import PromptTooLongError, TargetNotFoundError
+from editing.errors import InvalidQueryError, PromptTooLongError, TargetNotFoundError
+from editing.generation import BatchDecoder, Generation, GenerationRequest, Sampling
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,47 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
     if spec == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return DTYPES[spec]
+
+
+class ModelLock:
+    """The host's re-entrant lock, where query batches give way to everything else.
+
+    `with lock:` (edits, rollbacks, following the log) is an ordinary re-entrant acquire.
+    `with lock.for_queries():` first waits until no such acquirer is queued, so a stream of
+    query batches never keeps an edit waiting for more than the batch in progress.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._queue = threading.Condition(threading.Lock())
+        self._waiting = 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        with self._queue:
+            self._waiting += 1
+        try:
+            return self._lock.acquire(blocking, timeout)
+        finally:
+            with self._queue:
+                self._waiting -= 1
+                self._queue.notify_all()
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    @contextmanager
+    def for_queries(self) -> Iterator[None]:
+        with self._queue:
+            while self._waiting:
+                self._queue.wait(0.05)
+        with self._lock:
+            yield
 
 
 @dataclass(frozen=True)
@@ -75,9 +118,10 @@ class ModelHost:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model_id = model_id
-        self.lock = threading.RLock()
+        self.lock = ModelLock()
         self._masters: dict[str, Tensor] = {}
         self._base: dict[str, Tensor] = {}
+        self._row_listeners: list[Callable[[Tensor], None]] = []
 
     # ---- tracked parameters ------------------------------------------------------------------
     def parameter(self, name: str) -> nn.Parameter:
@@ -154,16 +198,21 @@ class ModelHost:
                     f"prompt and target are {len(ids_p) + len(ids_t)} tokens; the limit is {max_tokens}",
                     field="prompt",
                 )
-            rows.append((ids_p + ids_t, [-100] * len(ids_p) + ids_t))
-        width = max(len(ids) for ids, _ in rows)
+            rows.append((ids_p, ids_t))
+        return self.pack_pairs(rows)
+
+    def pack_pairs(self, rows: Sequence[tuple[Sequence[int], Sequence[int]]]) -> TokenBatch:
+        """(prompt ids, continuation ids) rows as one right-padded batch with labels."""
+        width = max(len(p) + len(t) for p, t in rows)
         pad = int(self.tokenizer.pad_token_id)
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         labels = torch.full((len(rows), width), -100, dtype=torch.long)
-        for i, (ids, lab) in enumerate(rows):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            mask[i, : len(ids)] = 1
-            labels[i, : len(lab)] = torch.tensor(lab)
+        for i, (ids_p, ids_t) in enumerate(rows):
+            n = len(ids_p) + len(ids_t)
+            input_ids[i, :n] = torch.tensor([*ids_p, *ids_t])
+            mask[i, :n] = 1
+            labels[i, len(ids_p) : n] = torch.tensor(list(ids_t), dtype=torch.long)
         return TokenBatch(input_ids.to(self.device), mask.to(self.device), labels.to(self.device))
 
     # ---- forward helpers ---------------------------------------------------------------------
@@ -181,15 +230,53 @@ class ModelHost:
         picked = logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
         return picked * batch.target_mask
 
-    @torch.no_grad()
     def score(self, prompt: str, candidates: Sequence[str]) -> list[tuple[float, int]]:
         """(sum of log-probs, token count) of each candidate after `prompt` and a leading space."""
-        batch = self.encode_pairs([(prompt, c) for c in candidates])
-        per_token = self.token_logprobs(self.logits(batch), batch)
-        counts = batch.target_mask.sum(dim=1)
-        return [(float(s), int(n)) for s, n in zip(per_token.sum(dim=1), counts, strict=True)]
+        return self.score_many([(self.encode_prompt(prompt), candidates)])[0]
 
     @torch.no_grad()
+    def score_many(
+        self, items: Sequence[tuple[Sequence[int], Sequence[str]]]
+    ) -> list[list[tuple[float, int]]]:
+        """Per (prompt ids, candidates): (sum of log-probs, token count) of each candidate, one batch."""
+        rows = [(ids, self.encode_continuation(c)) for ids, candidates in items for c in candidates]
+        if not rows:
+            return [[] for _ in items]
+        batch = self.pack_pairs(rows)
+        per_token = self.token_logprobs(self.logits(batch), batch)  # (N, L-1)
+        counts = batch.target_mask.sum(dim=1)  # (N,)
+        flat = [(float(s), int(n)) for s, n in zip(per_token.sum(dim=1), counts, strict=True)]
+        out, start = [], 0
+        for _, candidates in items:
+            out.append(flat[start : start + len(candidates)])
+            start += len(candidates)
+        return out
+
+    # ---- generation (one batched path: editing.generation) ------------------------------------
+    def on_rows_selected(self, listener: Callable[[Tensor], None]) -> None:
+        """Call `listener(index)` whenever a decoding batch keeps only the rows `index` (B',)."""
+        self._row_listeners.append(listener)
+
+    def rows_selected(self, index: Tensor) -> None:
+        for listener in self._row_listeners:
+            listener(index)
+
+    def encode_chat(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        """Token ids of a conversation in the model's chat template, with the generation prompt."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise InvalidQueryError(f"the model {self.model_id} has no chat template; send a prompt",
+                                    field="messages")
+        text = self.tokenizer.apply_chat_template(
+            [dict(m) for m in messages], add_generation_prompt=True, tokenize=False
+        )
+        return list(self.tokenizer(str(text), add_special_tokens=False)["input_ids"])
+
+    def generate_many(
+        self, requests: Sequence[GenerationRequest], *, alive: Callable[[list[int]], list[bool]] | None = None
+    ) -> list[Generation]:
+        """Decode every request as one left-padded batch with the KV cache (editing.generation)."""
+        return BatchDecoder(self).run(requests, alive=alive)
+
     def generate(
         self,
         prompt: str,
@@ -200,19 +287,13 @@ class ModelHost:
         seed: int | None = None,
     ) -> str:
         """Greedy when temperature is 0, else sampled (seeded when `seed` is given)."""
-        ids = torch.tensor([self.encode_prompt(prompt)], device=self.device)
-        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0}
-        if temperature > 0:
-            kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-            if seed is not None:
-                torch.manual_seed(seed)
-        out = self.model.generate(  # type: ignore[operator]
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            pad_token_id=self.tokenizer.pad_token_id,
-            **kwargs,
-        )
-        return str(self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+        sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+        return self.generate_many([GenerationRequest(ids=self.encode_prompt(prompt), sampling=sampling)])[0].text
 
     def greedy(self, prompts: Sequence[str], *, max_new_tokens: int) -> list[str]:
-        return [self.generate(p, max_new_tokens=max_new_tokens) for p in prompts]
+        """Greedy continuations of several prompts, decoded as one batch."""
+        if not prompts:
+            return []
+        sampling = Sampling(max_new_tokens=max_new_tokens)
+        requests = [GenerationRequest(ids=self.encode_prompt(p), sampling=sampling) for p in prompts]
+        return [g.text for g in self.generate_many(requests)]

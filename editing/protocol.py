@@ -179,28 +179,56 @@ class Command(BaseModel):
     id: str
 
 
+class ChatMessage(BaseModel):
+    """One turn of a conversation; the worker renders the list with the model's chat template."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
 class GenerateJob(BaseModel):
+    """Continue `prompt`, or answer `messages` (chat template + generation prompt): exactly one is set."""
+
     schema_version: int = SCHEMA_VERSION
     kind: Literal["generate"] = "generate"
     id: str
-    prompt: str
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
     max_new_tokens: int = 16
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    stop: list[str] = Field(default_factory=list)
+    stream: bool = False  # the worker also sends `QueryChunk`s as text becomes final
     min_revision: int | None = None
+    deadline: float | None = None  # unix seconds; a worker drops the job, uncomputed, after it
 
 
 class ScoreJob(BaseModel):
     schema_version: int = SCHEMA_VERSION
     kind: Literal["score"] = "score"
     id: str
-    prompt: str
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
     candidates: list[str]
     min_revision: int | None = None
+    deadline: float | None = None
 
 
 QueryJob = Annotated[GenerateJob | ScoreJob, Field(discriminator="kind")]
+
+
+class QueryChunk(BaseModel):
+    """Part of a streamed answer: text that is final, at the revision the whole answer is computed at.
+
+    The first chunk of a stream is sent when its batch starts (empty text); the `JobResult` ends it."""
+
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["chunk"] = "chunk"
+    id: str
+    text: str
+    revision: int
+    worker_id: str | None = None
 
 
 class JobResult(BaseModel):

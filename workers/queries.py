@@ -1,66 +1,139 @@
-"""Answering queries (generate, score) at the worker's current revision."""
+"""Answering queries (generate, chat, score) in batches at the worker's current revision.
+
+The loop: take the queries that are waiting (after the first, up to `batch_wait_ms` more for
+company, at most `max_batch`), park those whose `min_revision` the model has not reached, drop
+those whose caller has gone or whose deadline passed, and run the rest as one batch
+(`workers.query_batch`) under the host lock. Edits take the same lock, and query batches give
+way to them (`ModelLock.for_queries`), so an edit applies between two batches, never inside one,
+and every answer of a batch names the one revision it was computed at.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
-from editing.errors import EditingError, RevisionNotReachedError, to_problem
-from editing.protocol import SCHEMA_VERSION, GenerateJob, JobResult, Problem, QueryJob, ScoreJob
+from editing.config import QueryConfig
+from editing.errors import RevisionNotReachedError, to_problem
+from editing.protocol import SCHEMA_VERSION, JobResult, Problem, QueryJob
 from editing.queue import Transport
+from editing.queue.base import job_expired
+from workers.query_batch import BatchRunner
 from workers.state import ModelState
 
 logger = logging.getLogger(__name__)
 
+PARKED_POLL_S = 0.05  # how often parked queries are looked at while nothing else arrives
+
+
+@dataclass(frozen=True)
+class Parked:
+    """A query waiting for its `min_revision`, until `until` (monotonic seconds)."""
+
+    job: QueryJob
+    until: float
+
 
 class QueryServer:
-    """Takes queries from the bus and replies; waits for `min_revision` up to `max_wait` seconds."""
+    """Takes queries from the bus in batches and replies; waits for `min_revision` up to `max_wait` s."""
 
-    def __init__(self, *, state: ModelState, transport: Transport, worker_id: str, max_wait: float) -> None:
+    def __init__(
+        self, *, state: ModelState, transport: Transport, worker_id: str, max_wait: float,
+        config: QueryConfig | None = None, max_prompt_tokens: int = 512,
+    ) -> None:
         self.state = state
         self.transport = transport
         self.worker_id = worker_id
         self.max_wait = max_wait
+        self.config = config or QueryConfig()
+        self.runner = BatchRunner(state=state, bus=transport.queries, worker_id=worker_id,
+                                  max_prompt_tokens=max_prompt_tokens)
+        self.parked: list[Parked] = []
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            job = self.transport.queries.take(timeout=0.5)
-            if job is not None:
-                self.transport.queries.reply(self.handle(job))
+            try:
+                self.step()
+            except Exception:  # noqa: BLE001 - a broken batch must not kill the worker
+                logger.exception("a query batch failed")
+
+    def step(self, timeout: float = 0.5) -> int:
+        """Take waiting queries, answer what can be answered now; returns how many were answered."""
+        jobs = self._gather(PARKED_POLL_S if self.parked else timeout)
+        ready = self._admit(jobs)
+        for result in self.runner.run(ready):
+            self.transport.queries.reply(result)
+        return len(ready)
 
     def handle(self, job: QueryJob) -> JobResult:
-        if job.schema_version != SCHEMA_VERSION:
-            problem = Problem(title="Unsupported schema version", status=400, code="unsupported_schema",
-                              detail=f"this worker speaks schema {SCHEMA_VERSION}, not {job.schema_version}")
+        """Answer one query now, in a batch of its own (waits for its `min_revision` first)."""
+        problem = self._unreadable(job)
+        if problem is not None:
             return self._fail(job.id, problem)
         try:
-            self._wait_for(job.min_revision)
-            with self.state.host.lock:
-                data = self._answer(job)
-                revision = self.state.revision
-        except EditingError as exc:
+            self._wait_for(job.min_revision, time.monotonic() + self.max_wait)
+        except RevisionNotReachedError as exc:
             return self._fail(job.id, to_problem(exc))
-        except Exception as exc:  # noqa: BLE001 - a broken query must not kill the worker
-            logger.exception("query %s failed", job.id)
-            return self._fail(job.id, to_problem(exc))
-        return JobResult(id=job.id, ok=True, revision=revision, data=data, worker_id=self.worker_id)
+        return self.runner.run([job])[0]
 
-    def _answer(self, job: QueryJob) -> dict[str, object]:
-        host = self.state.host
-        if isinstance(job, GenerateJob):
-            text = host.generate(job.prompt, max_new_tokens=job.max_new_tokens, temperature=job.temperature,
-                                 top_p=job.top_p, seed=job.seed)
-            return {"text": text, "model": host.model_id}
-        assert isinstance(job, ScoreJob)
-        scores = host.score(job.prompt, job.candidates)
-        return {"scores": [{"candidate": c, "logprob": lp, "tokens": n}
-                           for c, (lp, n) in zip(job.candidates, scores, strict=True)]}
+    # ---- gathering -----------------------------------------------------------------------------
+    def _gather(self, timeout: float) -> list[QueryJob]:
+        """The queries waiting now: the first within `timeout`, then more for `batch_wait_ms`."""
+        limit, bus = self.config.max_batch, self.transport.queries
+        jobs = bus.take_many(limit, timeout)
+        if not jobs:
+            return jobs
+        until = time.monotonic() + self.config.batch_wait_ms / 1000.0
+        while len(jobs) < limit and (left := until - time.monotonic()) > 0:
+            jobs += bus.take_many(limit - len(jobs), left)
+        return jobs
 
-    def _wait_for(self, min_revision: int | None) -> None:
+    def _admit(self, jobs: list[QueryJob]) -> list[QueryJob]:
+        """The queries to run now (at most `max_batch`); the rest stay parked or are answered as failed."""
+        now, revision = time.monotonic(), self.state.revision
+        parked = [p for p, keep in zip(self.parked, self._still_wanted(self.parked), strict=True) if keep]
+        waiting = parked + [Parked(job, now + self.max_wait) for job in jobs if self._readable(job)]
+        ready, self.parked = [], []
+        for item in waiting:
+            if job_expired(item.job):
+                continue
+            if item.job.min_revision is None or item.job.min_revision <= revision:
+                ready.append(item.job)
+            elif item.until <= now:
+                self.transport.queries.reply(self._fail(item.job.id, to_problem(self._not_reached(item.job))))
+            else:
+                self.parked.append(item)
+        self.parked = [Parked(job, now + self.max_wait) for job in ready[self.config.max_batch :]] + self.parked
+        return ready[: self.config.max_batch]
+
+    def _still_wanted(self, parked: list[Parked]) -> list[bool]:
+        return self.transport.queries.wanted([p.job.id for p in parked]) if parked else []
+
+    def _readable(self, job: QueryJob) -> bool:
+        problem = self._unreadable(job)
+        if problem is not None:
+            self.transport.queries.reply(self._fail(job.id, problem))
+        return problem is None
+
+    @staticmethod
+    def _unreadable(job: QueryJob) -> Problem | None:
+        if job.schema_version == SCHEMA_VERSION:
+            return None
+        return Problem(title="Unsupported schema version", status=400, code="unsupported_schema",
+                       detail=f"this worker speaks schema {SCHEMA_VERSION}, not {job.schema_version}")
+
+    # ---- min_revision --------------------------------------------------------------------------
+    def _not_reached(self, job: QueryJob) -> RevisionNotReachedError:
+        return RevisionNotReachedError(
+            f"this worker is at revision {self.state.revision}, not yet {job.min_revision}",
+            revision=self.state.revision,
+        )
+
+    def _wait_for(self, min_revision: int | None, deadline: float) -> None:
         if min_revision is None:
             return
-        deadline = time.monotonic() + self.max_wait
         with self.state.changed:
             while self.state.revision < min_revision:
                 left = deadline - time.monotonic()

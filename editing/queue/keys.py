@@ -6,7 +6,8 @@ With the default prefix `fp`:
 |---|---|---|
 | `fp:commands` | stream | writer commands (`data` = `Command` JSON); group `writers` |
 | `fp:queries` | stream | queries (`data` = `QueryJob` JSON, `deadline` unix ms); group `workers`, NOACK |
-| `fp:reply:<query id>` | list | one query's `JobResult` JSON (worker LPUSH, API BLPOP; expires) |
+| `fp:reply:<query id>` | list | one query's `QueryChunk`s then its `JobResult` (worker RPUSH, API BLPOP; expires) |
+| `fp:cancel:<query id>` | string, PX TTL | its caller has gone: workers drop the query or stop decoding it |
 | `fp:events` | pub/sub channel | "something changed": the new generation number |
 | `fp:generation` | string (counter) | generation of the change events (INCR before every PUBLISH) |
 | `fp:worker:<worker id>` | string, TTL | a worker's heartbeat (`WorkerInfo` JSON), lives three periods |
@@ -37,6 +38,9 @@ class Keys:
 
     def reply(self, query_id: str) -> str:
         return f"{self.prefix}:reply:{query_id}"
+
+    def cancelled(self, query_id: str) -> str:
+        return f"{self.prefix}:cancel:{query_id}"
 
     @property
     def events(self) -> str:

@@ -77,6 +77,7 @@ class MoEAdaptorEditor(Editor):
         self.layer = self._wrap(base)
         block.mlp = self.layer
         self._hook = PrefillHook(context=self.layer.moe_context, planner=self._plan).install(self.host.model)
+        self.host.on_rows_selected(self.layer.moe_context.select)  # finished rows leave a decoding batch
         probe = self.host.encode_pairs([("The capital of France is", "Paris")])
         if not tail_matches_model(self.host.model, layer=self.layer_index, wrapper=self.layer, tokens=probe):
             raise TargetNotFoundError(

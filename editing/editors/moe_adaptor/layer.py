@@ -41,6 +41,13 @@ class AnchorPlan:
     def rows(self) -> int:
         return int(self.active.shape[0])
 
+    def select(self, index: Tensor) -> AnchorPlan:
+        """The plan of the rows `index` (b,), in that order."""
+        tokens = None if self.tokens is None else self.tokens[index.to(self.tokens.device)]
+        at = index.to(self.anchors.device)
+        return AnchorPlan(anchors=self.anchors[at], active=self.active[index.to(self.active.device)],
+                          tokens=tokens, later=self.later)
+
 
 @dataclass(frozen=True)
 class ExpertPlan:
@@ -53,6 +60,11 @@ class ExpertPlan:
     @property
     def rows(self) -> int:
         return len(self.experts)
+
+    def select(self, index: Tensor) -> ExpertPlan:
+        """The plan of the rows `index` (b,), in that order."""
+        tokens = None if self.tokens is None else self.tokens[index.to(self.tokens.device)]
+        return ExpertPlan(experts=tuple(self.experts[int(i)] for i in index), tokens=tokens, later=self.later)
 
 
 Plan = AnchorPlan | ExpertPlan
@@ -73,6 +85,12 @@ class RoutingContext:
         """A new plan, decided at prefill."""
         self._local.plan = plan
         self._local.decoding = False
+
+    def select(self, index: Tensor) -> None:
+        """A decoding batch kept only the rows `index`: keep their plans, still decoding."""
+        plan = getattr(self._local, "plan", None)
+        if plan is not None:
+            self._local.plan = plan.select(index)
 
     def mark_decoding(self) -> None:
         """The following forward passes extend the sequences the plan was made for."""
