@@ -200,6 +200,7 @@ class GenerateJob(BaseModel):
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
     stream: bool = False  # the worker also sends `QueryChunk`s as text becomes final
+    base: bool = False  # answer from the base model (revision 0), not the head
     min_revision: int | None = None
     deadline: float | None = None  # unix seconds; a worker drops the job, uncomputed, after it
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from editing.errors import EditingError, PromptTooLongError, to_problem
@@ -51,8 +52,12 @@ class BatchRunner:
                 encoded.append(Encoded(job, self._encode(job)))
             except Exception as exc:  # noqa: BLE001 - a bad query fails alone
                 results[job.id] = self._fail(job, exc, self.state.revision)
-        if encoded:
-            results.update(self._compute(encoded))
+        base = [e for e in encoded if isinstance(e.job, GenerateJob) and e.job.base]
+        head = [e for e in encoded if e not in base]
+        if head:
+            results.update(self._compute(head))
+        if base:
+            results.update(self._compute(base, base=True))
         return [results[job.id] for job in jobs]
 
     def _encode(self, job: QueryJob) -> list[int]:
@@ -65,12 +70,14 @@ class BatchRunner:
                                      field=field)
         return ids
 
-    def _compute(self, encoded: list[Encoded]) -> dict[str, JobResult]:
+    def _compute(self, encoded: list[Encoded], *, base: bool = False) -> dict[str, JobResult]:
+        """Answer at the head revision, or (`base`) from the base model: the state is set aside,
+        the base weights answer as revision 0, and the state comes back bitwise (`ModelState.at_base`)."""
         generate = [e for e in encoded if isinstance(e.job, GenerateJob)]
         score = [e for e in encoded if isinstance(e.job, ScoreJob)]
         started = time.monotonic()  # the batch's time, waiting for the lock included
-        with self.host.lock.for_queries():
-            revision = self.state.revision
+        with self.host.lock.for_queries(), self.state.at_base() if base else nullcontext():
+            revision = 0 if base else self.state.revision
             try:
                 answers = self._generate(generate, revision) if generate else {}
                 answers.update(self._score(score) if score else {})

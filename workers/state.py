@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from torch import Tensor
 
@@ -62,6 +64,20 @@ class ModelState:
         self.log.put_snapshot(self.revision, sha)
         logger.info("snapshot of revision %d stored as %s", self.revision, sha[:12])
         return sha
+
+    @contextmanager
+    def at_base(self) -> Iterator[None]:
+        """The base model for the time of the block (the caller holds the host lock), then the
+        current state again, checked bitwise against its checksum."""
+        saved = self.capture()
+        try:
+            self.editor.reset()
+            yield
+        finally:
+            self.load(saved)
+            restored = self.compute_checksum()
+            if restored != self.checksum:
+                raise RuntimeError(f"state not restored after a base query ({restored[:12]} != {self.checksum[:12]})")
 
     # ---- start-up ------------------------------------------------------------------------------
     def initialise(self) -> RevisionRecord:
