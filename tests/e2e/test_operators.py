@@ -167,6 +167,8 @@ ROUTE_ROLES: dict[tuple[str, str], tuple[str | None, Any]] = {
     ("GET", "/docs"): (OPEN, None),
     ("GET", "/docs/oauth2-redirect"): (OPEN, None),
     ("GET", "/redoc"): (OPEN, None),
+    ("GET", "/console"): (OPEN, None),
+    ("GET", "/console/{name}"): (OPEN, None),
     ("GET", "/v1/edits"): ("reader", None),
     ("GET", "/v1/edits/{edit_id}"): ("reader", None),
     ("POST", "/v1/edits"): ("editor", {"prompt": "The capital of Peru is", "target": "Lima"}),
@@ -208,7 +210,8 @@ def _ids(client: httpx.Client, headers: dict[str, str]) -> dict[str, str]:
     rollback = client.post("/v1/rollbacks?wait=30", json={"to_revision": 0},
                            headers={"Authorization": headers["operator"]}).json()
     replay = client.post("/v1/replay?wait=30", headers={"Authorization": headers["operator"]}).json()
-    return {"edit_id": edit["id"], "rollback_id": rollback["id"], "replay_id": replay["id"], "revision": "0"}
+    return {"edit_id": edit["id"], "rollback_id": rollback["id"], "replay_id": replay["id"], "revision": "0",
+            "name": "app.js"}
 
 
 def test_every_route_answers_401_403_or_2xx_by_role(deployment: Deployment) -> None:
