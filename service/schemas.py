@@ -158,6 +158,7 @@ class GenerateRequest(_Request):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int | None = None
     min_revision: int | None = Field(None, ge=0, description="Answer only from this revision or later.")
+    base: bool = Field(False, description="Answer from the base model (revision 0): what it said before any edit.")
 
 
 class GenerateResponse(BaseModel):
