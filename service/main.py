@@ -23,6 +23,7 @@ from editing.queue import Transport
 from service.auth import KeyRing
 from service.metrics import HttpMetrics
 from service.middleware import MetricsMiddleware, RequestIdMiddleware
+from service.openai_serving import OpenAIService
 from service.problems import register_problem_handlers
 from service.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from service.routers import ROUTERS
@@ -120,6 +121,7 @@ def _attach_state(app: FastAPI, *, settings: Settings, log: EditLog, transport: 
     app.state.metrics = metrics
     app.state.edit_service = EditService(log=log, transport=transport, settings=settings, limiter=limiter)
     app.state.query_service = QueryService(transport=transport, settings=settings, limiter=limiter)
+    app.state.openai_service = OpenAIService(client=app.state.query_service.client, log=log)
     app.state.state_service = StateService(log=log, transport=transport, metrics=metrics)
     metrics.attach(app.state.state_service.collector())
     app.state.rate_limiter = _rate_limiter(settings, transport)

@@ -151,12 +151,47 @@ class EditPage(BaseModel):
 # ---- queries -------------------------------------------------------------------------------
 
 
+def _messages(value: list[Any], info: ValidationInfo) -> list[Any]:
+    return _count(value, _limits(info).max_messages, "messages")
+
+
+def _stops(value: str | list[str], info: ValidationInfo) -> list[str]:
+    """`stop` as a list: one string or up to `max_stop`, each non-empty and at most a target long."""
+    stops = [value] if isinstance(value, str) else value
+    _count(stops, _limits(info).max_stop, "stop strings")
+    limit = _limits(info).max_target_chars
+    for stop in stops:
+        if not stop or len(stop) > limit:
+            raise PydanticCustomError("bad_stop", "every stop string has 1 to {limit} characters", {"limit": limit})
+    return stops
+
+
+class ChatMessageIn(_Request):
+    """One turn of a conversation."""
+
+    role: Literal["system", "user", "assistant"]
+    content: Prompt
+
+
+Messages = Annotated[list[ChatMessageIn], AfterValidator(_messages)]
+Stops = Annotated[str | list[str], AfterValidator(_stops)]
+NewTokens = Annotated[int, AfterValidator(_new_tokens)]
+
+
 class GenerateRequest(_Request):
-    prompt: Prompt
-    max_new_tokens: Annotated[int, AfterValidator(_new_tokens)] = Field(16, ge=1)
+    """Exactly one of `prompt` (continued as written) and `messages` (the model's chat template)."""
+
+    prompt: Prompt | None = Field(None, description="Text to continue.")
+    messages: Messages | None = Field(
+        None, min_length=1, description="A conversation, rendered with the model's chat template and its "
+        "generation prompt; the answer is the assistant's next turn."
+    )
+    max_new_tokens: NewTokens = Field(16, ge=1)
     temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 = greedy.")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int | None = None
+    stop: Stops = Field(default_factory=list, description="Stop at the first of these strings (not included).")
+    stream: bool = Field(False, description="Answer as server-sent events; the first names the revision.")
     min_revision: int | None = Field(None, ge=0, description="Answer only from this revision or later.")
     base: bool = Field(False, description="Answer from the base model (revision 0): what it said before any edit.")
 
@@ -165,10 +200,14 @@ class GenerateResponse(BaseModel):
     text: str
     revision: int | None
     model: str | None = None
+    finish_reason: Literal["stop", "length"] | None = None
 
 
 class ScoreRequest(_Request):
-    prompt: Prompt
+    """Exactly one of `prompt` and `messages`; each candidate is scored after it and a leading space."""
+
+    prompt: Prompt | None = None
+    messages: Messages | None = Field(None, min_length=1)
     candidates: Annotated[list[Target], AfterValidator(_candidates)] = Field(min_length=1)
     min_revision: int | None = Field(None, ge=0)
 
@@ -327,6 +366,15 @@ def parse_edits(data: Any, limits: LimitsConfig) -> tuple[list[EditCreate], bool
     if isinstance(data, dict) and "edits" in data:
         return parse_body(EditBatchCreate, data, limits).edits, True
     return [parse_body(EditCreate, data, limits)], False
+
+
+def check_prompt_or_messages(body: GenerateRequest | ScoreRequest) -> None:
+    """Exactly one of `prompt` and `messages`; a 422 naming both otherwise."""
+    if (body.prompt is None) == (body.messages is None):
+        message = "give exactly one of prompt and messages"
+        kind = "missing" if body.prompt is None else "conflict"
+        raise RequestInvalidError([FieldError(field="prompt", message=message, type=kind),
+                                   FieldError(field="messages", message=message, type=kind)])
 
 
 def parse_rollback(data: Any, limits: LimitsConfig) -> RollbackCreate:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import anyio.to_thread
 from anyio import CapacityLimiter
-from fastapi import Response
+from fastapi import Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -39,17 +39,17 @@ from editing.protocol import (
     CommandRecord,
     CommandStatus,
     GenerateJob,
-    JobResult,
     NewCommand,
     Problem,
-    QueryJob,
+    QueryChunk,
     ScoreJob,
     canonical_hash,
     new_id,
 )
 from editing.queue import Transport
 from service.metrics import HttpMetrics, StateCollector
-from service.problems import FieldError, RequestInvalidError, WorkerProblemError
+from service.problems import FieldError, RequestInvalidError
+from service.querying import QueryClient, QueryStream, sse
 from service.schemas import (
     EditBatchPublic,
     EditCreate,
@@ -66,6 +66,7 @@ from service.schemas import (
     ScoreRequest,
     ScoreResponse,
     WorkerPublic,
+    check_prompt_or_messages,
 )
 
 logger = logging.getLogger(__name__)
@@ -269,28 +270,46 @@ class EditService:
 
 
 class QueryService:
-    """Generation and scoring, answered by any worker over the transport's query bus."""
+    """Generation and scoring (`/v1/generate`, `/v1/score`), answered by any worker over the query bus."""
 
     def __init__(self, *, transport: Transport, settings: Settings, limiter: CapacityLimiter) -> None:
-        self._queries, self._timeout, self._limiter = transport.queries, settings.query_timeout, limiter
+        self.client = QueryClient(bus=transport.queries, timeout=settings.query_timeout, limiter=limiter)
 
-    async def generate(self, request: GenerateRequest) -> GenerateResponse:
-        result = await self._ask(GenerateJob(id=new_id("q"), **request.model_dump()))
+    def generate_job(self, body: GenerateRequest) -> GenerateJob:
+        check_prompt_or_messages(body)
+        return GenerateJob(id=new_id("q"), deadline=self.client.deadline(), **body.model_dump(exclude_none=True))
+
+    async def generate(self, body: GenerateRequest, request: Request | None = None) -> GenerateResponse:
+        result = await self.client.ask(self.generate_job(body), request)
         data = result.data
-        return GenerateResponse(text=data["text"], revision=result.revision, model=data.get("model"))
+        return GenerateResponse(text=data["text"], revision=result.revision, model=data.get("model"),
+                                finish_reason=data.get("finish_reason"))
 
-    async def score(self, request: ScoreRequest) -> ScoreResponse:
-        result = await self._ask(ScoreJob(id=new_id("q"), **request.model_dump()))
+    async def generate_stream(self, body: GenerateRequest) -> QueryStream:
+        """A streamed `/v1/generate`: the worker's chunks, then its result (see `generate_events`)."""
+        return await self.client.stream(self.generate_job(body))
+
+    async def score(self, body: ScoreRequest, request: Request | None = None) -> ScoreResponse:
+        check_prompt_or_messages(body)
+        job = ScoreJob(id=new_id("q"), deadline=self.client.deadline(), **body.model_dump(exclude_none=True))
+        result = await self.client.ask(job, request)
         return ScoreResponse.model_validate({"scores": result.data["scores"], "revision": result.revision})
 
-    async def _ask(self, job: QueryJob) -> JobResult:
-        """Send a job and wait for its answer; a worker's problem is raised with the worker's status."""
-        request, timeout = self._queries.request, self._timeout
-        result = await anyio.to_thread.run_sync(request, job, timeout, limiter=self._limiter)
-        if not result.ok:
-            problem = result.problem or Problem(title="Worker error", status=502, detail="the worker failed")
-            raise WorkerProblemError(problem)
-        return result
+
+async def generate_events(stream: QueryStream) -> AsyncIterator[bytes]:
+    """`/v1/generate` as server-sent events: `{"text", "revision"}` per piece of final text (the first
+    one empty, as soon as the batch starts), then `{"text": "", "revision", "model", "finish_reason"}`,
+    then `[DONE]`. A failure after the first event is an `event: error` with the problem document."""
+    async for event in stream.events():
+        if isinstance(event, QueryChunk):
+            yield sse({"text": event.text, "revision": event.revision})
+        elif not event.ok:
+            problem = event.problem or Problem(title="Worker error", status=502)
+            yield sse(problem.model_dump(exclude_none=True), event="error")
+        else:
+            yield sse({"text": "", "revision": event.revision, "model": event.data.get("model"),
+                       "finish_reason": event.data.get("finish_reason")})
+    yield sse("[DONE]")
 
 
 class StateService:

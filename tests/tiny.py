@@ -12,8 +12,14 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 SPECIALS = ["<pad>", "<bos>", "<eos>"]
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """Every byte is a token (256), plus pad/bos/eos: any text round-trips."""
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+def tiny_tokenizer(*, chat: bool = False) -> PreTrainedTokenizerFast:
+    """Every byte is a token (256), plus pad/bos/eos: any text round-trips. `chat`: with a chat template."""
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {ch: i for i, ch in enumerate(alphabet)}
     for name in SPECIALS:
@@ -21,7 +27,10 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
+    if chat:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
 
 
 def tiny_config(**overrides: Any) -> LlamaConfig:
@@ -45,8 +54,8 @@ def tiny_model(seed: int = 0, **overrides: Any) -> LlamaForCausalLM:
     return model.eval()
 
 
-def save_tiny(folder: Path, seed: int = 0, **overrides: Any) -> Path:
+def save_tiny(folder: Path, seed: int = 0, *, chat: bool = False, **overrides: Any) -> Path:
     """Write a tiny model + tokenizer folder that `from_pretrained` (and FACTPATCH_MODEL) can load."""
     tiny_model(seed, **overrides).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
+    tiny_tokenizer(chat=chat).save_pretrained(folder)
     return folder

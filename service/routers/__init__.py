@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.routers import console, edits, ops, queries, rollbacks, state
+from service.routers import console, edits, openai, ops, queries, rollbacks, state
 
 ROUTERS: tuple[APIRouter, ...] = (
-    edits.router, queries.router, rollbacks.router, state.router, ops.router, console.router,
+    edits.router, queries.router, openai.router, rollbacks.router, state.router, ops.router, console.router,
 )
 
 __all__ = ["ROUTERS"]

@@ -306,7 +306,7 @@ def test_generate_passes_the_job_and_names_the_revision(api: Api) -> None:
                                                      data={"text": " Rome", "model": "tiny"}))
     response = api.client.post("/v1/generate", json={"prompt": "The Eiffel Tower is in", "min_revision": 7})
     assert response.status_code == 200
-    assert response.json() == {"text": " Rome", "revision": 7, "model": "tiny"}
+    assert response.json() == {"text": " Rome", "revision": 7, "model": "tiny", "finish_reason": None}
     assert response.headers["x-model-revision"] == "7"
     job = seen[0]
     assert isinstance(job, GenerateJob)
