@@ -36,7 +36,10 @@ class Deployment:
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Deployment]:
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    from tests.tiny import save_tiny
+
+    tiny_model_dir = save_tiny(tmp_path_factory.mktemp("tiny-chat"), chat=True)  # chat: the OpenAI routes too
     data_dir = tmp_path_factory.mktemp("operators")
     env = {"FACTPATCH_DATA_DIR": str(data_dir)}
     keys = {}
@@ -181,17 +184,29 @@ ROUTE_ROLES: dict[tuple[str, str], tuple[str | None, Any]] = {
     ("GET", "/v1/model"): ("reader", None),
     ("GET", "/v1/revisions"): ("reader", None),
     ("GET", "/v1/revisions/{revision}"): ("reader", None),
+    ("POST", "/v1/completions"): ("reader", {"model": "{model}", "prompt": "Hello", "max_tokens": 1}),
+    ("POST", "/v1/chat/completions"): ("reader", {"model": "{model}", "max_tokens": 1,
+                                                  "messages": [{"role": "user", "content": "Hi"}]}),
+    ("GET", "/v1/models"): ("reader", None),
+    ("GET", "/v1/models/{model_id:path}"): ("reader", None),
 }
 RANK = {None: -1, "reader": 0, "editor": 1, "operator": 2}
 
 
 def app_routes(deployment: Deployment) -> set[tuple[str, str]]:
+    """Every route the app serves: its own (docs) and every router's (walked from `ROUTERS`, since
+    FastAPI keeps included routers nested)."""
     from service.main import create_app
+    from service.routers import ROUTERS
 
     app = create_app(Settings(data_dir=deployment.data_dir, _env_file=None),
                      log=deployment.service.log, transport=deployment.service.runtime.transport)
-    return {(method, route.path) for route in app.routes for method in getattr(route, "methods", None) or ()
-            if method != "HEAD"}
+    routes = [r for r in app.routes if isinstance(getattr(r, "path", None), str)]
+    routes += [r for router in ROUTERS for r in router.routes]
+    found = {(method, route.path) for route in routes for method in getattr(route, "methods", None) or ()
+             if method != "HEAD"}
+    assert len(found) > 20, found
+    return found
 
 
 def test_the_matrix_names_every_route(deployment: Deployment) -> None:
@@ -200,7 +215,15 @@ def test_the_matrix_names_every_route(deployment: Deployment) -> None:
 
 
 def _fill(path: str, ids: dict[str, str]) -> str:
-    return re.sub(r"\{(\w+)\}", lambda m: ids.get(m.group(1), "0"), path)
+    return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: ids.get(m.group(1), "0"), path)
+
+
+def _body(body: Any, ids: dict[str, str]) -> Any:
+    if isinstance(body, dict):
+        return {k: _body(v, ids) for k, v in body.items()}
+    if isinstance(body, list):
+        return [_body(v, ids) for v in body]
+    return ids["model_id"] if body == "{model}" else body
 
 
 def _ids(client: httpx.Client, headers: dict[str, str]) -> dict[str, str]:
@@ -210,8 +233,9 @@ def _ids(client: httpx.Client, headers: dict[str, str]) -> dict[str, str]:
     rollback = client.post("/v1/rollbacks?wait=30", json={"to_revision": 0},
                            headers={"Authorization": headers["operator"]}).json()
     replay = client.post("/v1/replay?wait=30", headers={"Authorization": headers["operator"]}).json()
-    return {"edit_id": edit["id"], "rollback_id": rollback["id"], "replay_id": replay["id"], "revision": "0",
-            "name": "app.js"}
+    model = client.get("/v1/models", headers={"Authorization": headers["reader"]}).json()["data"][0]["id"]
+    return {"model_id": model, "edit_id": edit["id"], "rollback_id": rollback["id"], "replay_id": replay["id"],
+            "revision": "0", "name": "app.js"}
 
 
 def test_every_route_answers_401_403_or_2xx_by_role(deployment: Deployment) -> None:
@@ -222,7 +246,7 @@ def test_every_route_answers_401_403_or_2xx_by_role(deployment: Deployment) -> N
             path = _fill(template, ids)
             for caller in (None, "bogus", *ROLES):
                 auth = {} if caller is None else {"Authorization": headers.get(caller, "Bearer fpk_not-a-key")}
-                response = client.request(method, path, json=body, headers=auth)
+                response = client.request(method, path, json=_body(body, ids), headers=auth)
                 status = response.status_code
                 if least is not OPEN and caller in (None, "bogus"):
                     expected = "401"
