@@ -37,3 +37,32 @@ def test_revisions_name_the_caller_and_batches_never_mix_callers(tiny_settings: 
     assert [(r.kind, r.actor) for r in rig.log.list_revisions(limit=2)[0]] == [("replay", "root-ops"),
                                                                             ("rollback", "olga")]
     assert rig.get(third).status == "rolled_back"
+
+
+def test_writer_log_lines_carry_edit_id_actor_and_revision(tiny_settings: Settings) -> None:
+    import json
+    import logging
+
+    from editing import logcontext
+
+    rig = Rig(tiny_settings, SqliteEditLog(":memory:"))
+    edit_id = edit(rig, 0, "alice")
+    lines: list[dict[str, Any]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(json.loads(logcontext.JsonFormatter().format(record)))
+
+    handler = Keep()
+    handler.addFilter(logcontext.ContextFilter())
+    logger = logging.getLogger("workers")
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        rig.run()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+    applied = next(line for line in lines if "applied 1 edit" in line["message"])
+    assert (applied["edit_id"], applied["actor"], applied["revision"]) == (edit_id, "alice", 1)
