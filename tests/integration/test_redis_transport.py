@@ -247,3 +247,31 @@ def test_the_health_command_sees_a_workers_heartbeat(server: RedisServer, config
     info = WorkerInfo(id="w9", role="replica", revision=0, device="cpu", heartbeat_at=utc_now())
     transport(server, config).registry.heartbeat(info, ttl=5)
     assert main(["health"]) == 0
+
+
+def test_a_streamed_query_arrives_chunk_by_chunk_in_order(server: RedisServer, config: QueueConfig) -> None:
+    from editing.protocol import QueryChunk
+
+    api, worker = transport(server, config, "api"), transport(server, config)
+    job = GenerateJob(id=new_id("q"), prompt="p", stream=True)
+    api.queries.submit(job, timeout=5)
+    taken = worker.queries.take_many(8, timeout=1)
+    assert [j.id for j in taken] == [job.id] and taken[0].deadline is not None
+    for text in ("", " Ro", "me"):
+        worker.queries.emit(QueryChunk(id=job.id, text=text, revision=4))
+    worker.queries.reply(JobResult(id=job.id, ok=True, revision=4, data={"text": " Rome"}))
+    events = [api.queries.next_event(job.id, 2) for _ in range(4)]
+    assert [e.text for e in events[:3] if isinstance(e, QueryChunk)] == ["", " Ro", "me"]
+    assert isinstance(events[3], JobResult) and events[3].data == {"text": " Rome"}
+
+
+def test_a_cancelled_query_is_not_taken_and_stops_being_wanted(server: RedisServer, config: QueueConfig) -> None:
+    api, worker = transport(server, config, "api"), transport(server, config)
+    gone, kept = GenerateJob(id=new_id("q"), prompt="p"), GenerateJob(id=new_id("q"), prompt="p")
+    api.queries.submit(gone, timeout=5)
+    api.queries.submit(kept, timeout=5)
+    api.queries.cancel(gone.id)
+    assert [j.id for j in worker.queries.take_many(8, timeout=1)] == [kept.id]
+    assert worker.queries.wanted([kept.id, gone.id]) == [True, False]
+    with pytest.raises(JobTimeoutError):
+        api.queries.next_event(gone.id, 0.5)  # a cancelled wait returns at once, never blocks
