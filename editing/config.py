@@ -35,6 +35,14 @@ class LimitsConfig(BaseModel):
     max_prompt_tokens: int = Field(512, description="Longest tokenised prompt + target the worker accepts.")
     max_queue: int = Field(10000, description="Most commands waiting; beyond it POSTs get 503.")
     max_metadata_bytes: int = Field(4096, description="Largest metadata object (JSON bytes).")
+    max_json_depth: int = Field(
+        32, ge=4, le=128,
+        description="Deepest nesting of arrays and objects in a request body (a batch with probes needs 4; "
+        "at most 128, well inside what the JSON parser and serialiser can carry).",
+    )
+    max_json_values: int = Field(
+        10_000, ge=100, description="Most JSON values (strings, numbers, arrays, objects, …) in one request body."
+    )
     max_messages: int = Field(64, description="Most chat messages in one query.")
     max_stop: int = Field(4, description="Most stop strings in one query.")
 
@@ -92,7 +100,8 @@ class QueryConfig(BaseModel):
     max_batch: int = Field(16, ge=1, le=256, description="Most queries decoded together as one batch.")
     batch_wait_ms: float = Field(
         5.0, ge=0.0, le=1000.0,
-        description="How long a worker waits for more queries once one arrived, before running the batch (ms).",
+        description="Once a query arrived, a worker waits this long (ms) for another, and again after each "
+        "(at most ten times this in all), before running the batch.",
     )
 
 

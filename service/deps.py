@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from editing.config import Settings
 from service.auth import Principal, require_role
+from service.jsonshape import check_json_shape, too_deep
 from service.problems import FieldError, RateLimitedError, RequestInvalidError
 from service.ratelimit import LimitKind
 from service.schemas import (
@@ -81,16 +82,21 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-async def json_body(request: Request) -> Any:
-    """The parsed JSON body; None when the body is empty. Malformed JSON is a 422 naming `body`."""
+async def json_body(request: Request, settings: SettingsDep) -> Any:
+    """The parsed JSON body; None when the body is empty. Malformed JSON is a 422 naming `body`, and so
+    is a body beyond the shape limits (`service.jsonshape`), checked before any model sees it."""
     raw = await _read_body(request)
     if not raw.strip():
         return None
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:
+        raise too_deep(settings.limits.max_json_depth) from None
     except (ValueError, UnicodeDecodeError) as exc:
         error = FieldError(field="body", message=f"invalid JSON: {exc}", type="json_invalid")
         raise RequestInvalidError([error]) from None
+    check_json_shape(body, settings.limits)
+    return body
 
 
 JsonBodyDep = Annotated[Any, Depends(json_body)]

@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from service.problems import FieldError
-from service.schemas import NewTokens, Prompt, Stops, _messages
+from service.schemas import NewTokens, Prompt, Seed, Stops, _messages
 
 # field -> the values it may have (OpenAI's neutral ones); anything else is a 422 naming the field
 COMMON_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
@@ -42,7 +42,7 @@ class _OpenAIRequest(BaseModel):
     model: str = Field(description="The served model, as `GET /v1/models` lists it.")
     temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 = greedy.")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = None
+    seed: Seed | None = None
     stop: Stops | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None

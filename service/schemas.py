@@ -91,6 +91,8 @@ def _unique(value: list[str]) -> list[str]:
 
 
 Prompt = Annotated[str, AfterValidator(_prompt)]
+# torch takes seeds in [-2**63, 2**64); one outside failed the worker's whole query batch (a 500).
+Seed = Annotated[int, Field(ge=-(2**63), le=2**64 - 1)]
 Target = Annotated[str, AfterValidator(_target)]
 Probes = Annotated[list[Prompt], AfterValidator(_probes)]
 
@@ -189,7 +191,7 @@ class GenerateRequest(_Request):
     max_new_tokens: NewTokens = Field(16, ge=1)
     temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 = greedy.")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = None
+    seed: Seed | None = Field(None, description="Seed of sampled generation: any 64-bit integer.")
     stop: Stops = Field(default_factory=list, description="Stop at the first of these strings (not included).")
     stream: bool = Field(False, description="Answer as server-sent events; the first names the revision.")
     min_revision: int | None = Field(None, ge=0, description="Answer only from this revision or later.")

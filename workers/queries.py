@@ -1,7 +1,7 @@
 """Answering queries (generate, chat, score) in batches at the worker's current revision.
 
-The loop: take the queries that are waiting (after the first, up to `batch_wait_ms` more for
-company, at most `max_batch`), park those whose `min_revision` the model has not reached, drop
+The loop: take the queries that are waiting (after the first, more as long as each comes within
+`batch_wait_ms` of the last, at most `max_batch`), park those whose `min_revision` the model has not reached, drop
 those whose caller has gone or whose deadline passed, and run the rest as one batch
 (`workers.query_batch`) under the host lock. Edits take the same lock, and query batches give
 way to them (`ModelLock.for_queries`), so an edit applies between two batches, never inside one,
@@ -26,6 +26,7 @@ from workers.state import ModelState
 logger = logging.getLogger(__name__)
 
 PARKED_POLL_S = 0.05  # how often parked queries are looked at while nothing else arrives
+GATHER_CAP = 10  # a batch waits for company at most this many `batch_wait_ms` in all
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,19 @@ class QueryServer:
 
     # ---- gathering -----------------------------------------------------------------------------
     def _gather(self, timeout: float) -> list[QueryJob]:
-        """The queries waiting now: the first within `timeout`, then more for `batch_wait_ms`."""
-        limit, bus = self.config.max_batch, self.transport.queries
+        """The queries waiting now: the first within `timeout`, then more while they keep coming
+        (each within `batch_wait_ms` of the last, for at most `GATHER_CAP` such waits in all)."""
+        limit, bus, wait = self.config.max_batch, self.transport.queries, self.config.batch_wait_ms / 1000.0
         jobs = bus.take_many(limit, timeout)
         if not jobs:
             return jobs
-        until = time.monotonic() + self.config.batch_wait_ms / 1000.0
-        while len(jobs) < limit and (left := until - time.monotonic()) > 0:
-            jobs += bus.take_many(limit - len(jobs), left)
+        now = time.monotonic()
+        until, cap = now + wait, now + GATHER_CAP * wait
+        while len(jobs) < limit and (left := min(until, cap) - time.monotonic()) > 0:
+            more = bus.take_many(limit - len(jobs), left)
+            if more:
+                jobs += more
+                until = time.monotonic() + wait
         return jobs
 
     def _admit(self, jobs: list[QueryJob]) -> list[QueryJob]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
 
 from service.deps import CursorQuery, LimitQuery, StateServiceDep, require_reader
 from service.schemas import PROBLEM_RESPONSES, ModelPublic, RevisionPage, RevisionPublic
@@ -25,6 +27,10 @@ def list_revisions(
     return service.list_revisions(limit=limit, cursor=cursor)
 
 
+# Revisions are 64-bit in the log (SQLite INTEGER, PostgreSQL BIGINT); a larger number is a 422, not a 500.
+RevisionPath = Annotated[int, Path(le=2**63 - 1, description="A revision number.")]
+
+
 @router.get("/revisions/{revision}")
-def get_revision(revision: int, service: StateServiceDep) -> RevisionPublic:
+def get_revision(revision: RevisionPath, service: StateServiceDep) -> RevisionPublic:
     return service.get_revision(revision)

@@ -123,3 +123,14 @@ def test_bad_input_over_http_is_a_problem_naming_the_field(client: httpx.Client)
     assert body["errors"][0]["field"] == "target" and body["request_id"] == "abc-1"
     assert response.headers["x-request-id"] == "abc-1"
     assert client.get("/v1/edits/ed_nope").status_code == 404
+
+
+def test_hostile_bodies_are_422s_and_the_64_bit_seed_range_samples(client: httpx.Client) -> None:
+    """Over HTTP with a worker: the issue-13 body (5000 nested arrays) is a 422, and so is a seed beyond
+    64 bits (it used to fail the worker's whole query batch: 500); both ends of the range sample."""
+    nested = client.post("/v1/edits", content=b"[" * 5000 + b"]" * 5000, headers={"content-type": "application/json"})
+    assert nested.status_code == 422 and nested.json()["errors"][0]["type"] == "too_deep", nested.text
+    too_big = client.post("/v1/generate", json={"prompt": PROMPT, "temperature": 1.0, "seed": 2**64})
+    assert too_big.status_code == 422 and too_big.json()["errors"][0]["field"] == "seed", too_big.text
+    for seed in (2**64 - 1, -(2**63)):
+        assert generate(client, temperature=1.0, seed=seed)["revision"] == 0

@@ -232,3 +232,48 @@ def test_a_bad_query_fails_alone() -> None:
     assert not failed.ok and failed.problem is not None and failed.problem.status == 422
     assert failed.problem.model_dump().get("field") == "messages"
     assert worker.result(ok).ok
+
+
+# ---- adaptor editors: routing stays per row inside a batch ---------------------------------------
+
+
+@pytest.mark.parametrize("name", ["lemoe", "memoe"])
+def test_adaptor_routing_stays_per_row_while_rows_finish(name: str) -> None:
+    from editing.editors.base import EditBatch
+    from editing.protocol import EditSpec
+    from editing.registry import build_editor
+    from tests.conftest import TINY_EDITOR_CONFIGS
+
+    host = ModelHost(model=tiny_model(), tokenizer=tiny_tokenizer(), model_id="tiny")
+    editor = build_editor(name, host=host, overrides=TINY_EDITOR_CONFIGS[name])
+    spec = EditSpec(prompt="The Eiffel Tower is located in", target="Rome", subject="Eiffel Tower")
+    editor.apply(editor.compute(EditBatch(batch_id="b0", edits=(spec,))))
+    prompts = ["Bananas are", "The Eiffel Tower is located in", "Hi", "Where is the Eiffel Tower? It is in"]
+    budgets = (2, 9, 5, 12)  # rows leave the batch at different steps; the plan must follow them
+    alone = [host.generate(p, max_new_tokens=n) for p, n in zip(prompts, budgets, strict=True)]
+    together = host.generate_many([request(host, p, max_new_tokens=n) for p, n in zip(prompts, budgets, strict=True)])
+    assert [g.text for g in together] == alone
+    assert alone[1].startswith(" Rome")
+
+
+# ---- the HTTP side of a full backlog (embedded mode) ---------------------------------------------
+
+
+def test_a_full_embedded_backlog_is_a_503_with_retry_after(tmp_path: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from editing.config import Settings
+    from editing.log import SqliteEditLog
+    from service.main import create_app
+
+    transport = MemoryTransport(max_query_backlog=1)
+    transport.queries.submit(gen("waiting"), timeout=10)  # nobody takes it
+    log = SqliteEditLog(":memory:")
+    app = create_app(Settings(data_dir=tmp_path, _env_file=None), log=log, transport=transport)
+    with TestClient(app) as client:
+        for path, body in (("/v1/generate", {"prompt": "Hi"}), ("/v1/score", {"prompt": "Hi", "candidates": ["a"]})):
+            response = client.post(path, json=body)
+            assert response.status_code == 503 and response.headers["retry-after"]
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["code"] == "queue_full"
+    log.close()

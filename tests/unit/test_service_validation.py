@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from editing.config import LimitsConfig, Settings
 from editing.log import SqliteEditLog
@@ -21,7 +22,8 @@ from service.main import create_app
 
 LIMITS = LimitsConfig(
     max_prompt_chars=40, max_target_chars=10, max_subject_chars=12, max_probes=2, max_batch=3,
-    max_new_tokens=32, max_candidates=3, max_wait=5.0, max_metadata_bytes=64,
+    max_new_tokens=32, max_candidates=3, max_wait=5.0, max_metadata_bytes=64, max_json_depth=8,
+    max_json_values=500,
 )
 OK = {"prompt": "The Eiffel Tower is located in", "target": "Rome"}
 
@@ -112,6 +114,79 @@ def test_unparseable_body_is_a_422_naming_body(api: Api, raw: bytes) -> None:
     assert_nothing_written(api)
 
 
+# Hostile shapes: each once reached a 500 (or stored what no answer could show); now every body route
+# answers them with a 422 before any model sees the body. LIMITS allows depth 8 and 500 values.
+BODY_ROUTES = ["/v1/edits", "/v1/generate", "/v1/score", "/v1/rollbacks", "/v1/replay", "/v1/completions",
+               "/v1/chat/completions"]
+HOSTILE_CASES: list[tuple[str, bytes, str]] = [
+    ("5000 nested arrays", b"[" * 5000 + b"]" * 5000, "body"),
+    ("5000 nested objects", b'{"a":' * 5000 + b"1" + b"}" * 5000, "body"),
+    ("100 nested arrays in metadata", b'{"prompt":"p","target":"x","metadata":{"a":' + b"[" * 100 + b"]" * 100 + b"}}",
+     "body"),
+    ("200000 numbers", b'{"edits":[' + b",".join([b"0"] * 200_000) + b"]}", "body"),
+    ("50000 members", b"{" + b",".join(b'"%d":0' % i for i in range(50_000)) + b"}", "body"),
+    ("1e400", b'{"prompt":"p","target":"x","metadata":{"a":1e400}}', "metadata.a"),
+    ("-1e400", b'{"prompt":"p","temperature":-1e400}', "temperature"),
+    ("100000-digit integer", b'{"prompt":"p","max_new_tokens":1' + b"0" * 100_000 + b"}", "body"),
+    ("lone surrogate", b'{"prompt":"\\ud800 is","target":"x","candidates":["a"]}', "prompt"),
+    ("lone surrogate in a key", b'{"prompt":"p","target":"x","metadata":{"\\udfff":1}}', "metadata"),
+    ("5000-digit key", b'{"prompt":"p","' + b"7" * 5000 + b'":1}', "7" * 5000),
+]
+
+
+@pytest.mark.parametrize("route", BODY_ROUTES)
+@pytest.mark.parametrize(("raw", "field"), [c[1:] for c in HOSTILE_CASES], ids=[c[0] for c in HOSTILE_CASES])
+def test_hostile_body_is_a_422_on_every_route(api: Api, route: str, raw: bytes, field: str) -> None:
+    init_lineage(api.log)
+    response = api.client.post(route, content=raw, headers={"content-type": "application/json"})
+    assert_problem(response, 422, field)
+    assert_nothing_written(api)
+    assert api.transport.queries.take(timeout=0) is None
+
+
+def nested_metadata(arrays: int) -> dict[str, Any]:
+    """An edit whose body nests `arrays` + 2 arrays and objects deep."""
+    value: Any = []
+    for _ in range(arrays - 1):
+        value = [value]
+    return {**OK, "metadata": {"a": value}}
+
+
+def test_the_depth_limit_is_exact(api: Api) -> None:
+    assert api.client.post("/v1/edits", json=nested_metadata(6)).status_code == 202
+    problem = assert_problem(api.client.post("/v1/edits", json=nested_metadata(7)), 422, "body")
+    assert problem["errors"][0]["type"] == "too_deep"
+    assert api.log.count_pending() == 1
+
+
+def test_the_value_limit_is_exact(api: Api) -> None:
+    """497 candidates make 500 values with the body and its two members: the model sees them (and
+    names `candidates`); one more is refused before it."""
+    at_limit = {"prompt": "p", "candidates": ["a"] * 497}
+    assert_problem(api.client.post("/v1/score", json=at_limit), 422, "candidates")
+    over = {"prompt": "p", "candidates": ["a"] * 498}
+    assert assert_problem(api.client.post("/v1/score", json=over), 422, "body")["errors"][0]["type"] == \
+        "too_many_values"
+
+
+def test_the_depth_limit_stays_inside_what_the_serialisers_carry() -> None:
+    with pytest.raises(ValidationError, match="max_json_depth"):
+        LimitsConfig(max_json_depth=129)
+    assert Settings(_env_file=None).limits.max_json_depth == 32
+
+
+SEED_BODIES = [("/v1/generate", {"prompt": "p"}), ("/v1/completions", {"model": "tiny", "prompt": "p"}),
+               ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "p"}]})]
+
+
+@pytest.mark.parametrize("seed", [2**64, -(2**63) - 1, 10**30])
+@pytest.mark.parametrize(("path", "body"), SEED_BODIES, ids=[b[0] for b in SEED_BODIES])
+def test_a_seed_beyond_64_bits_names_seed(api: Api, path: str, body: dict[str, Any], seed: int) -> None:
+    """torch takes seeds in [-2**63, 2**64); a larger one failed the worker's whole batch (500)."""
+    assert_problem(api.client.post(path, json={**body, "seed": seed}), 422, "seed")
+    assert api.transport.queries.take(timeout=0) is None
+
+
 def test_unknown_editor_is_a_422_naming_editor(api: Api) -> None:
     body = assert_problem(api.client.post("/v1/edits", json={**OK, "editor": "rome"}), 422, "editor",
                           code="unknown_editor")
@@ -177,6 +252,12 @@ def test_unknown_ids_are_404s(api: Api, path: str, code: str) -> None:
 
 def test_non_integer_revision_names_the_path_field(api: Api) -> None:
     assert_problem(api.client.get("/v1/revisions/abc"), 422, "revision")
+
+
+def test_a_revision_beyond_64_bits_names_the_path_field(api: Api) -> None:
+    init_lineage(api.log)
+    assert_problem(api.client.get(f"/v1/revisions/{2**63}"), 422, "revision")
+    assert api.client.get(f"/v1/revisions/{2**63 - 1}").json()["code"] == "revision_not_found"
 
 
 # ---- POST /v1/rollbacks --------------------------------------------------------------------
