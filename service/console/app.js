@@ -2,7 +2,8 @@
 // kept in this tab's sessionStorage; the page polls /v1/model and redraws when the head moves.
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 1000;
-const state = { key: sessionStorage.getItem("factpatch-key") || "", head: null, pending: false, busy: false };
+const state = { key: sessionStorage.getItem("factpatch-key") || "", head: null, pending: false, busy: false,
+                askedForKey: false };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -164,8 +165,9 @@ async function refresh(force = false) {
       state.head = model.revision;
       await Promise.all([drawTimeline(model.revision), drawEdits()]);
     }
-    if ($("notice").className === "notice ") notice("");
+    if (state.askedForKey) { notice(""); state.askedForKey = false; }
   } catch (error) {
+    state.askedForKey = error.status === 401;
     notice(error.status === 401 ? "enter an API key (reader or above) to see the model" : error.message);
   } finally {
     state.busy = false;

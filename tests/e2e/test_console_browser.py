@@ -158,6 +158,9 @@ def test_an_editor_key_cannot_roll_back_from_the_console(service: tuple[Embedded
     running, _ = service
     editor = new_secret()
     running.log.create_key(name="eddie", role="editor", secret=editor)
+    with running.client(headers={"Authorization": f"Bearer {editor}"}) as http:
+        done = http.post("/v1/edits?wait=60", json={"prompt": "The capital of Peru is", "target": "Quito"})
+        assert done.json()["status"] == "applied"  # a revision to roll back past
     browser.get(f"{running.url}/console")
     fill(browser, "key", editor)
     click(browser, "#key-form button")
