@@ -8,8 +8,9 @@ in `--rounds` rounds, so that a change in the machine's load (2 shared cores her
 them alike; ratios are taken within a round, then the median over rounds. One round:
 
 1. *peers* (this process): transformers `generate` on the same 8 prompts the clients send,
-   greedy, `--new-tokens` each, as one left-padded batch (the peer a user would write by hand)
-   and one after another.
+   greedy, `--new-tokens` each, as one left-padded batch (the peer a user would write by hand;
+   median of `--repeats`) and one after another; measured before and after the round's service
+   windows, and the mean of the two is the round's peer.
 2. *embedded* (`factpatch serve`) and *redis* (redis-server + `factpatch api` + one writer
    worker): C closed-loop client threads post `/v1/generate` (greedy, `--new-tokens`, distinct
    prompts); after `--warmup-seconds`, the answers (HTTP 200) that complete within `--seconds`
@@ -71,12 +72,19 @@ class Peer:
             self.model.generate(**batch, max_new_tokens=self.new_tokens, do_sample=False, pad_token_id=self.pad)
         return time.perf_counter() - start
 
-    def measure(self) -> dict[str, float]:
-        batched = self.run(PEER_PROMPTS)
+    def measure(self, repeats: int) -> dict[str, float]:
+        """Median of `repeats` batches of 8, and the 8 prompts one after another (once)."""
+        batched = statistics.median(self.run(PEER_PROMPTS) for _ in range(repeats))
         one_by_one = sum(self.run([p]) for p in PEER_PROMPTS)
-        return {"batch_of_8_s": round(batched, 3), "one_at_a_time_8_s": round(one_by_one, 3),
-                "batch_queries_per_s": round(8 / batched, 3),
-                "one_at_a_time_queries_per_s": round(8 / one_by_one, 3)}
+        return {"batch_of_8_s": round(batched, 3), "one_at_a_time_8_s": round(one_by_one, 3)}
+
+
+def mean_peers(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """The peers measured before and after a round's service windows: their mean, as throughputs."""
+    batched = (before["batch_of_8_s"] + after["batch_of_8_s"]) / 2
+    one_by_one = (before["one_at_a_time_8_s"] + after["one_at_a_time_8_s"]) / 2
+    return {"before": before, "after": after, "batch_queries_per_s": round(8 / batched, 3),
+            "one_at_a_time_queries_per_s": round(8 / one_by_one, 3)}
 
 
 # ---- servers -------------------------------------------------------------------------------------
@@ -205,9 +213,11 @@ def edits_under_load(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def one_round(urls: dict[str, str], peer: Peer, args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"peers": peer.measure(), "modes": {}}
+    before = peer.measure(args.repeats)
+    out: dict[str, Any] = {"modes": {}}
     for mode in args.modes.split(","):
         out["modes"][mode] = [throughput(urls[mode], int(c), args) for c in args.clients.split(",")]
+    out["peers"] = mean_peers(before, peer.measure(args.repeats))
     if "baseline" in urls:
         out["baseline"] = throughput(urls["baseline"], 1, args)
         out["embedded_next_to_baseline"] = throughput(urls["embedded"], 1, args)
@@ -277,6 +287,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup-seconds", type=float, default=5.0)
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
+    parser.add_argument("--repeats", type=int, default=3, help="peer batches per measurement (median)")
     parser.add_argument("--edits", type=int, default=5)
     parser.add_argument("--baseline-ref", default=None, help="git ref of the code to compare 1-client p50 with")
     parser.add_argument("--out", type=Path, default=None)

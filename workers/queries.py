@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 PARKED_POLL_S = 0.05  # how often parked queries are looked at while nothing else arrives
 GATHER_CAP = 10  # a batch waits for company at most this many `batch_wait_ms` in all
+REJOIN_CAP = 20  # after a batch, its callers are awaited at most this many `batch_wait_ms`
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class QueryServer:
         self.runner = BatchRunner(state=state, bus=transport.queries, worker_id=worker_id,
                                   max_prompt_tokens=max_prompt_tokens)
         self.parked: list[Parked] = []
+        self._last_end, self._last_size = float("-inf"), 0  # when the last batch ended, and its size
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -66,6 +68,8 @@ class QueryServer:
         ready = self._admit(jobs)
         for result in self.runner.run(ready):
             self.transport.queries.reply(result)
+        if ready:
+            self._last_end, self._last_size = time.monotonic(), len(ready)
         return len(ready)
 
     def handle(self, job: QueryJob) -> JobResult:
@@ -82,14 +86,27 @@ class QueryServer:
     # ---- gathering -----------------------------------------------------------------------------
     def _gather(self, timeout: float) -> list[QueryJob]:
         """The queries waiting now: the first within `timeout`, then more while they keep coming
-        (each within `batch_wait_ms` of the last, for at most `GATHER_CAP` such waits in all)."""
+        (each within `batch_wait_ms` of the last, at most `GATHER_CAP` such waits in all).
+
+        Right after a batch, the callers it just answered are expected back: the gathering waits
+        for as many of them (up to `REJOIN_CAP` waits after the batch ended), so that callers
+        queued during the batch and callers just answered decode together instead of settling
+        into cohorts that take turns."""
         limit, bus, wait = self.config.max_batch, self.transport.queries, self.config.batch_wait_ms / 1000.0
-        jobs = bus.take_many(limit, timeout)
+        rejoin_until = self._last_end + REJOIN_CAP * wait
+        recent = time.monotonic() < rejoin_until
+        jobs = bus.take_many(limit, 0.0) if recent else []  # queued while the last batch ran
+        expected = min(limit, len(jobs) + self._last_size) if recent else 0
+        if not jobs:
+            jobs = bus.take_many(limit, timeout)
         if not jobs:
             return jobs
         now = time.monotonic()
         until, cap = now + wait, now + GATHER_CAP * wait
-        while len(jobs) < limit and (left := min(until, cap) - time.monotonic()) > 0:
+        while len(jobs) < limit:
+            end = min(until, cap) if len(jobs) >= expected else max(min(until, cap), rejoin_until)
+            if (left := end - time.monotonic()) <= 0:
+                break
             more = bus.take_many(limit - len(jobs), left)
             if more:
                 jobs += more

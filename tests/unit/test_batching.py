@@ -119,7 +119,7 @@ def test_scores_of_several_queries_in_one_batch_match_one_at_a_time(tiny_host: M
 class Worker:
     """A query server on the tiny model with an in-process bus; edits are simulated on the host."""
 
-    def __init__(self, max_batch: int = 8) -> None:
+    def __init__(self, max_batch: int = 8, batch_wait_ms: float = 0) -> None:
         from editing.config import QueryConfig
         from workers.queries import QueryServer
 
@@ -127,7 +127,7 @@ class Worker:
         self.state = _State(self.host)
         self.transport = MemoryTransport(max_query_backlog=64)
         self.server = QueryServer(state=self.state, transport=self.transport, worker_id="w",  # type: ignore[arg-type]
-                                  max_wait=2.0, config=QueryConfig(max_batch=max_batch, batch_wait_ms=0))
+                                  max_wait=2.0, config=QueryConfig(max_batch=max_batch, batch_wait_ms=batch_wait_ms))
 
     def submit(self, job: Any) -> str:
         self.transport.queries.submit(job, timeout=10)
@@ -174,6 +174,18 @@ def test_an_edit_between_batches_changes_the_revision_of_the_next_batch_only() -
     before, after = [worker.result(i) for i in first], [worker.result(i) for i in later]
     assert {r.revision for r in before} == {0} and {r.revision for r in after} == {1}
     assert [r.data["text"] for r in before] != [r.data["text"] for r in after]
+
+
+def test_callers_just_answered_rejoin_the_queued_ones_in_one_batch() -> None:
+    worker = Worker(max_batch=8, batch_wait_ms=5)
+    first = [worker.submit(gen(p)) for p in PROMPTS[:4]]
+    assert worker.server.step(timeout=1) == 4
+    queued = [worker.submit(gen(p)) for p in PROMPTS[:4]]  # arrived while the first batch ran
+    back = threading.Timer(0.03, lambda: [worker.submit(gen(p)) for p in PROMPTS[:4]])  # the first 4, again
+    back.start()
+    assert worker.server.step(timeout=1) == 8  # one batch, not two cohorts taking turns
+    back.join()
+    assert all(worker.result(i).ok for i in first + queued)
 
 
 def test_a_query_for_a_later_revision_waits_without_holding_up_the_others() -> None:
