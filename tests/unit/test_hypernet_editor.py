@@ -72,7 +72,7 @@ def test_applying_adds_c_transpose_k_to_the_fp32_masters() -> None:
 def test_locality_prompts_sent_with_an_edit_are_protected(use_checkpoint: bool, checkpoint: Path) -> None:
     """Their keys join the solve with a desired change of 0: the shift hardly moves them, while
     the same edit without them does."""
-    from editing.editors.hypernet.keep import prompt_end_keys
+    from editing.editors.hypernet.keep import prompt_keys
 
     overrides = {"checkpoint": str(checkpoint)} if use_checkpoint else UNTRAINED
     editor = build_editor("rledit", host=new_host(), overrides=overrides)
@@ -84,7 +84,7 @@ def test_locality_prompts_sent_with_an_edit_are_protected(use_checkpoint: bool, 
         assert artifact.meta["protected_prompts"] == len(locality)
         moved[name] = 0.0
         for module in editor.modules:
-            key = prompt_end_keys(editor.host, [module], [guarded])[module]  # (1, d_k)
+            key = prompt_keys(editor.host, [module], [guarded])[module]  # (1, d_k)
             shift = artifact.tensors[f"coeffs/{module}"].T @ artifact.tensors[f"left/{module}"]  # (d_v, d_k)
             moved[name] += float((key @ shift.T).norm())
     assert moved["protected"] < 0.1 * moved["plain"], moved

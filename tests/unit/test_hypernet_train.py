@@ -29,7 +29,7 @@ FACTS = [
 TINY_TRAIN: dict[str, Any] = {
     "modules": "up_proj:0-1", "turns": 2, "edits_per_turn": 2, "back_depth": 2, "rank": 4, "blocks": 1,
     "lr": 0.1, "meta_lr": 1e-2, "alpha_lr": 0.1, "lambda_lr": 1e-2, "loc_coef": 0.6, "steps": 2,
-    "checkpoint_every": 1, "prime_batches": 2,
+    "checkpoint_every": 1, "prime_batches": 2, "key_site": "answer",
 }
 
 

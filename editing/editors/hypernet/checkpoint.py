@@ -14,7 +14,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -58,6 +58,7 @@ class CheckpointCard(BaseModel):
     rank: int
     blocks: int
     keep_rank: int = 0
+    key_site: Literal["answer", "subject"] = "answer"
     matrix_dtype: str
     weights_sha256: str
     command: str = ""

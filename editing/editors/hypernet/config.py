@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from editing.editors.base import EditorConfig
 
+KeySite = Literal["answer", "subject"]
+
 
 class HypernetConfig(EditorConfig):
     """rledit / malmen at edit time: a trained hypernetwork turns (K, Δ) into low-rank shifts."""
@@ -49,6 +51,18 @@ class HypernetConfig(EditorConfig):
         None, ge=0, description="μ of the keep term (preserve the outputs of ordinary keys); unset = the "
         "checkpoint's value, 0 = the spec's plain ridge.",
     )
+    key_site: KeySite | None = Field(
+        None, description="Tests only, with untrained=true: where keys are read ('answer' positions or the "
+        "'subject' last token). A checkpoint fixes its own (its card's key_site).",
+    )
+    refine_steps: int = Field(
+        8, ge=0, description="Subject-keyed checkpoints: most Adam steps that finish the network's desired "
+        "changes (each a forward+backward from the lowest edited layer); 0 = one-shot network only.",
+    )
+    refine_lr: float = Field(0.5, gt=0, description="Adam step size of the refinement.")
+    refine_stop_nll: float = Field(
+        0.05, ge=0, description="Refinement stops once every edit's mean answer-token NLL is below this.",
+    )
 
 
 EditorKind = Literal["rledit", "malmen"]
@@ -62,6 +76,9 @@ class TrainConfig(BaseModel):
     editor: EditorKind = Field("rledit", description="rledit: trajectories on the evolving model; malmen: "
                                "single turns from the base model.")
     modules: str = Field("E", description="Edited modules (preset, groups or dotted names; see HypernetConfig).")
+    key_site: KeySite = Field("subject", description="Where keys are read: the last token of each edit's "
+                              "subject ('subject', docs/hypernet.md §5) or the answer-predicting positions "
+                              "('answer', the spec's).")
     turns: int = Field(10, ge=1, description="T: turns per trajectory (malmen: independent batches per step).")
     edits_per_turn: int = Field(10, ge=1, description="n: edits per turn.")
     back_depth: int = Field(3, ge=1, description="J: backtracked batches, the current one included (rledit).")

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from editing.artifacts import EditArtifact
 from editing.editors.base import EditBatch, Editor, RestoreParams, Undo
+from editing.editors.hypernet.anchors import edit_subject, position_mask, subject_positions
 from editing.editors.hypernet.checkpoint import (
     Checkpoint,
     config_sha256,
@@ -24,13 +25,16 @@ from editing.editors.hypernet.checkpoint import (
     train_command,
 )
 from editing.editors.hypernet.config import HypernetConfig
-from editing.editors.hypernet.keep import prompt_end_keys
+from editing.editors.hypernet.keep import prompt_keys
 from editing.editors.hypernet.modules import resolve_modules, slots
 from editing.editors.hypernet.network import HyperBank
 from editing.editors.hypernet.normaliser import NormStats, merged
+from editing.editors.hypernet.prefix import PrefixCache
+from editing.editors.hypernet.refine import refine
 from editing.editors.hypernet.solve import linear_update, solve
 from editing.editors.hypernet.state import Factors, collect
 from editing.errors import CheckpointMismatchError, InvalidEditError
+from editing.host import TokenBatch
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +54,7 @@ class HypernetEditor(Editor):
         loaded = self._untrained() if self.config.untrained else self._load()
         self.bank = loaded.bank.eval().requires_grad_(False)
         self.checkpoint_sha256 = loaded.sha256
+        self.key_site = loaded.card.key_site
         self._base_stats = {k: v.clone() for k, v in loaded.stats.items()}
         self._stats = {k: v.clone() for k, v in loaded.stats.items()}
         super().attach()
@@ -77,7 +82,7 @@ class HypernetEditor(Editor):
         logger.warning("%s runs an UNTRAINED hypernetwork (config untrained=true): for tests only", self.name)
         card = CheckpointCard(editor=self.name, model=model_ref(self.host.model, self.host.model_id),
                               modules=list(module_slots), shapes={}, rank=1, blocks=1, matrix_dtype="float32",
-                              weights_sha256="untrained")
+                              weights_sha256="untrained", key_site=self.config.key_site or "answer")
         return Checkpoint(bank=bank, stats=bank.empty_stats(self.host.device), card=card, sha256="untrained")
 
     @property
@@ -95,22 +100,37 @@ class HypernetEditor(Editor):
             raise InvalidEditError(
                 f"the batch has {n} answer tokens; {self.name} takes at most {self.config.max_answer_tokens} "
                 "(max_answer_tokens) per revision", field="target")
-        factors, _ = collect(self.host.model, self.modules, tokens)
+        sites = self.sites(batch, tokens)
+        factors, _ = collect(self.host.model, self.modules, tokens, sites)
         stats = self.updated_stats(factors)
-        protected = self.protected_keys(batch)
+        with torch.no_grad():
+            desired = {m: self.desired(m, f, stats) for m, f in factors.items()}
+        steps = 0
+        if sites is not None and self.config.refine_steps:
+            desired, steps = self.refined(batch.pairs, tokens, sites, desired)
+        protected, n_protected = self.protected_keys(batch)
         tensors: dict[str, Tensor] = {}
-        alphas, lambdas = {}, {}
+        lambdas = {}
         with torch.no_grad():
             for module, f in factors.items():
-                pair, alphas[module], lambdas[module] = self.factors(module, f, stats, protected.get(module))
+                pair, lambdas[module] = self.solved(module, f.keys, desired[module], protected.get(module))
                 tensors[f"left/{module}"], tensors[f"coeffs/{module}"] = pair
         for shape, s in stats.items():
             tensors.update(s.tensors(f"norm/{shape}"))
+        alphas = {m: float(self.bank.net(m).alpha[self.bank.module_slots[m].index]) for m in self.modules}
         return self._artifact(tensors, alpha=alphas, ridge=lambdas, answer_tokens=n, edits=len(batch.edits),
                               checkpoint_sha256=self.checkpoint_sha256, model=self.host.model_id,
                               serving_dtype=str(self.host.dtype).removeprefix("torch."), keep_rank=self.bank.keep_rank,
-                              protected_prompts=len(next(iter(protected.values()), ())),
+                              key_site=self.key_site, refine_steps=steps,
+                              protected_prompts=n_protected, protected_rows=len(next(iter(protected.values()), ())),
                               keep_coef=self.config.keep_coef)
+
+    def sites(self, batch: EditBatch, tokens: TokenBatch) -> Tensor | None:
+        """Where keys are read: None for the answer positions, else each edit's subject's last token."""
+        if self.key_site != "subject":
+            return None
+        subjects = [edit_subject(e) for e in batch.edits]
+        return position_mask(tokens, subject_positions(self.host, [e.prompt for e in batch.edits], subjects))
 
     def updated_stats(self, factors: dict[str, Factors]) -> dict[str, NormStats]:
         """A copy of the normaliser statistics updated with this batch's rows [k ; δ] (per shape)."""
@@ -121,27 +141,43 @@ class HypernetEditor(Editor):
             out[shape] = merged(stats, torch.cat(rows)) if rows else stats.clone()
         return out
 
-    def protected_keys(self, batch: EditBatch) -> dict[str, Tensor]:
-        """Per module, the keys (n, d_k) of the batch's locality prompts, which the shift must leave alone."""
+    def protected_keys(self, batch: EditBatch) -> tuple[dict[str, Tensor], int]:
+        """(per module the keys (n, d_k) whose outputs the shift must leave alone, how many prompts gave
+        them): the batch's locality prompts, at their last token, or at every token when keys are read
+        at the subject."""
         prompts = list(dict.fromkeys(p for e in batch.edits for p in e.locality))
         if not prompts or not self.config.protect_locality:
-            return {}
-        return prompt_end_keys(self.host, self.modules, prompts)
+            return {}, 0
+        return prompt_keys(self.host, self.modules, prompts, every_token=self.key_site == "subject"), len(prompts)
 
-    def factors(self, module: str, f: Factors, stats: dict[str, NormStats], protected: Tensor | None = None
-                ) -> tuple[tuple[Tensor, Tensor], float, float]:
-        """((L (N, d_k), C (N, d_v)), α, λ) of one module: its shift is Cᵀ L. Protected keys join
-        the solve with a desired change of 0."""
+    def desired(self, module: str, f: Factors, stats: dict[str, NormStats]) -> Tensor:
+        """The network's desired change D (N, d_v) of one module's output at its key rows."""
+        slot = self.bank.module_slots[module]
+        return self.bank.net(module).desired(f.keys, f.grads, slot.index, stats[slot.shape], self.config.chunk_size)
+
+    def refined(self, pairs: list[tuple[str, str]], tokens: TokenBatch, sites: Tensor, desired: dict[str, Tensor]
+                ) -> tuple[dict[str, Tensor], int]:
+        """The desired changes after refine.py's steps (the network's are the start)."""
+        prefix = PrefixCache(self.host, self.modules)
+
+        def logits() -> Tensor:
+            return prefix.logits(pairs)[0]
+
+        return refine(self.host.model, tokens, sites, desired, logits_fn=logits, steps=self.config.refine_steps,
+                      lr=self.config.refine_lr, stop_nll=self.config.refine_stop_nll)
+
+    def solved(self, module: str, keys: Tensor, desired: Tensor, protected: Tensor | None = None
+               ) -> tuple[tuple[Tensor, Tensor], float]:
+        """((L (N, d_k), C (N, d_v)), λ) of one module: its shift is Cᵀ L. Protected keys join the
+        solve with a desired change of 0."""
         slot = self.bank.module_slots[module]
         net = self.bank.net(module)
-        desired = net.desired(f.keys, f.grads, slot.index, stats[slot.shape], self.config.chunk_size)  # (N, d_v)
-        keys = f.keys
-        if protected is not None:
+        if protected is not None and protected.shape[0]:
             keys = torch.cat([keys, PROTECT_SCALE * protected])  # (N + n, d_k)
             desired = torch.cat([desired, desired.new_zeros(protected.shape[0], desired.shape[1])])
         lam = float(net.ridge(slot.index))
         solution = solve(keys, desired, lam, net.keep(slot.index, self.config.keep_coef))
-        return (solution.left, solution.coeffs), float(net.alpha[slot.index]), lam
+        return (solution.left, solution.coeffs), lam
 
     # ---- apply / state -------------------------------------------------------------------------
     def apply(self, artifact: EditArtifact) -> Undo:

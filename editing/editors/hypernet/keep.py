@@ -53,25 +53,31 @@ def _inputs(model: nn.Module, modules: list[str], select: Tensor) -> Iterator[di
 
 
 @torch.no_grad()
-def key_moments(host: ModelHost, modules: list[str], pairs: list[Pair], batch: int = 16) -> dict[str, Tensor]:
-    """C₀ = mean k kᵀ (d_k, d_k) in fp64 per module over every answer-predicting position of `pairs`."""
+def key_moments(host: ModelHost, modules: list[str], pairs: list[Pair], *, every_token: bool = False,
+                batch: int = 16) -> dict[str, Tensor]:
+    """C₀ = mean k kᵀ (d_k, d_k) in fp64 per module over the answer-predicting positions of `pairs`,
+    or over every token of them (`every_token`: what keys read at the subject must be kept from)."""
     sums: dict[str, Tensor] = {}
     rows = 0
     for start in range(0, len(pairs), batch):
         tokens: TokenBatch = host.encode_pairs(pairs[start : start + batch])
-        select = torch.nn.functional.pad(tokens.target_mask, (0, 1))  # (B, L): answer-predicting positions
+        if every_token:
+            select = tokens.attention_mask.bool()  # (B, L)
+        else:
+            select = torch.nn.functional.pad(tokens.target_mask, (0, 1))  # (B, L): answer-predicting positions
         with _inputs(host.model, modules, select) as seen:
             host.model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask)
         for name, keys in seen.items():
             sums[name] = sums.get(name, 0) + keys.T @ keys
-        rows += int(tokens.target_mask.sum())
+        rows += int(select.sum())
     return {name: total / max(rows, 1) for name, total in sums.items()}
 
 
 @torch.no_grad()
-def prompt_end_keys(host: ModelHost, modules: list[str], prompts: list[str]) -> dict[str, Tensor]:
+def prompt_keys(host: ModelHost, modules: list[str], prompts: list[str], *, every_token: bool = False
+                ) -> dict[str, Tensor]:
     """Each module's input at the last token of every prompt (the position that predicts the answer),
-    (n, d_k) fp32 per module, on the current model."""
+    or at every token of them, (n, d_k) fp32 per module, on the current model."""
     ids = [host.encode_prompt(p) for p in prompts]
     width = max(len(i) for i in ids)
     input_ids = torch.full((len(ids), width), int(host.tokenizer.pad_token_id), dtype=torch.long)
@@ -80,6 +86,7 @@ def prompt_end_keys(host: ModelHost, modules: list[str], prompts: list[str]) -> 
     for row, tokens in enumerate(ids):
         input_ids[row, : len(tokens)] = torch.tensor(tokens)
         mask[row, : len(tokens)] = 1
+        select[row, : len(tokens)] = every_token
         select[row, len(tokens) - 1] = True
     device = host.device
     with _inputs(host.model, modules, select.to(device)) as seen:
@@ -95,10 +102,11 @@ def top_basis(moment: Tensor, rank: int) -> tuple[Tensor, Tensor]:
     return vectors[:, top].to(torch.float32).contiguous(), values[top].clamp_min(0).to(torch.float32)
 
 
-def install_keep(host: ModelHost, bank: HyperBank, cases: list[EditCase], *, coef: float) -> int:
+def install_keep(host: ModelHost, bank: HyperBank, cases: list[EditCase], *, coef: float,
+                 every_token: bool = False) -> int:
     """Estimate every module's basis from `cases` on the current (base) model; returns the rows' pair count."""
     pairs = keep_pairs(cases)
-    moments = key_moments(host, bank.modules_list, pairs)
+    moments = key_moments(host, bank.modules_list, pairs, every_token=every_token)
     for module, moment in moments.items():
         slot, net = bank.module_slots[module], bank.net(module)
         basis, energy = top_basis(moment, net.keep_basis.shape[-1])

@@ -39,6 +39,7 @@ class TurnData:
     edits: list[tuple[str, str]]
     rephrases: list[tuple[str, str]]
     locality: list[tuple[str, str]]
+    subjects: list[str | None] | None = None  # per edit, where subject-keyed editors read keys
 
 
 @dataclass

@@ -137,7 +137,7 @@ def _write_final(trainer: Trainer, config: TrainConfig, data: Path, fmt: str, ou
                                "first": history[0] if history else {}, "history": history}
     card = {
         "editor": config.editor, "model": model_ref(trainer.host.model, trainer.host.model_id).model_dump(),
-        "modules": trainer.modules,
+        "modules": trainer.modules, "key_site": config.key_site,
         "shapes": {k: [n.d_k, n.d_v, n.alpha.numel()] for k, n in trainer.bank.networks().items()},
         "command": command, "train": config.model_dump(mode="json"),
         "data": {"path": str(data), "sha256": sha256_file(data), "format": fmt, "cases": len(trainer.cases)},

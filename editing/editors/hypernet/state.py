@@ -103,12 +103,17 @@ def _hooked(model: nn.Module, modules: list[str], mask: Tensor) -> Iterator[dict
             handle.remove()
 
 
-def collect(model: nn.Module, modules: list[str], tokens: TokenBatch) -> tuple[dict[str, Factors], float]:
-    """(K, Δ) of every module from one forward+backward of `edit_nll`, and the loss value."""
-    with _hooked(model, modules, tokens.target_mask) as recorders, torch.enable_grad():
+def collect(model: nn.Module, modules: list[str], tokens: TokenBatch, sites: Tensor | None = None
+            ) -> tuple[dict[str, Factors], float]:
+    """(K, Δ) of every module from one forward+backward of `edit_nll`, and the loss value.
+
+    `sites` (B, L-1) says where rows are read: the answer-predicting positions by default, or
+    one position per edit (its subject's last token, anchors.position_mask)."""
+    where = tokens.target_mask if sites is None else sites
+    with _hooked(model, modules, where) as recorders, torch.enable_grad():
         loss = edit_nll(answer_logits(model, tokens), tokens)
         loss.backward()
-    n = int(tokens.target_mask.sum())
+    n = int(where.sum())
     out: dict[str, Factors] = {}
     for name, rec in recorders.items():
         assert rec.keys is not None and rec.grads is not None, f"hooks on {name} did not fire"

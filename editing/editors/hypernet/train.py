@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from editing.data import EditCase
+from editing.editors.hypernet.anchors import position_mask, subject_positions
 from editing.editors.hypernet.config import TrainConfig
 from editing.editors.hypernet.keep import install_keep
 from editing.editors.hypernet.meta import Replay, TurnData, locality_logprobs, weight_grads
@@ -26,7 +27,7 @@ from editing.editors.hypernet.prefix import PrefixCache
 from editing.editors.hypernet.solve import Solution, linear_update, meta_grads, solve
 from editing.editors.hypernet.state import Factors, collect
 from editing.errors import InvalidDatasetError
-from editing.host import ModelHost
+from editing.host import ModelHost, TokenBatch
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ def turn_data(cases: list[EditCase]) -> TurnData:
         edits=[(c.prompt, c.target_new) for c in cases],
         rephrases=[(c.rephrases[0], c.target_new) for c in cases],
         locality=[(c.locality[0].prompt, c.locality[0].answer) for c in cases],
+        subjects=[c.subject for c in cases],
     )
 
 
@@ -123,7 +125,8 @@ class Trainer:
         """Estimate the keep basis of every module on the base model (the train split's tail)."""
         if self.bank.keep_rank and self.config.keep_coef:
             self.host.reset_to_base()
-            install_keep(self.host, self.bank, self.cases[-self.config.keep_cases :], coef=self.config.keep_coef)
+            install_keep(self.host, self.bank, self.cases[-self.config.keep_cases :], coef=self.config.keep_coef,
+                         every_token=self.config.key_site == "subject")
 
     def prime(self, batches: int) -> None:
         """Fill the normaliser from base-model batches (the train split's tail) before any update."""
@@ -131,8 +134,17 @@ class Trainer:
         self.host.reset_to_base()
         for b in range(batches):
             picked = [self.cases[-1 - (b * n + i) % len(self.cases)] for i in range(n)]
-            factors, _ = collect(self.host.model, self.modules, self.host.encode_pairs(turn_data(picked).edits))
+            data = turn_data(picked)
+            tokens = self.host.encode_pairs(data.edits)
+            factors, _ = collect(self.host.model, self.modules, tokens, self.sites(data, tokens))
             self._update_stats(factors)
+
+    def sites(self, data: TurnData, tokens: TokenBatch) -> Tensor | None:
+        """None (answer positions), or each edit's subject's last token for subject-keyed training."""
+        if self.config.key_site != "subject":
+            return None
+        prompts = [p for p, _ in data.edits]
+        return position_mask(tokens, subject_positions(self.host, prompts, data.subjects or [None] * len(prompts)))
 
     @torch.no_grad()
     def evaluate(self, step: int) -> list[TurnMetrics]:
@@ -155,7 +167,7 @@ class Trainer:
     def turn(self, data: TurnData, history: deque[Replay], learn: bool = True) -> TurnMetrics:
         """State on W_{t−1}, shift, meta-loss on W_t, meta-gradient into the bank (accumulated)."""
         tokens = self.host.encode_pairs(data.edits)
-        factors, edit_nll = collect(self.host.model, self.modules, tokens)
+        factors, edit_nll = collect(self.host.model, self.modules, tokens, self.sites(data, tokens))
         self._update_stats(factors)
         solutions = self._solve(factors)
         refs = locality_logprobs(self.host, data.locality, self.prefix.logits)
