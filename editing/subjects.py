@@ -261,3 +261,57 @@ class SubjectIndex:
         """The canonical form of the longest edited subject in `text` (earliest on ties)."""
         found = self.find(text)
         return None if found is None else found[0]
+
+
+# ---- the identity of a fact: (subject, relation template) -------------------------------------
+
+_LEADING_ARTICLE = re.compile(r"^(?:the|a|an)\s+", re.IGNORECASE)
+_TRAILING = " \t\n.:;,?!"
+
+
+def subject_key(subject: str) -> str:
+    """The form subjects are compared in: case-folded, single spaces, no leading article.
+
+    "The Eiffel Tower", "eiffel  tower" and "Eiffel Tower" share the key "eiffel tower".
+    """
+    return _LEADING_ARTICLE.sub("", " ".join(subject.split()).casefold())
+
+
+def edit_subject(prompt: str, subject: str | None) -> str | None:
+    """The subject an edit is about: the one it names, else the one inferred from its prompt."""
+    if subject is not None and subject.strip():
+        return " ".join(subject.split())
+    return infer_subject(prompt)
+
+
+def subject_span(prompt: str, subject: str) -> tuple[int, int] | None:
+    """(start, end) of `subject` in `prompt` with an article right before it ("the Louvre"),
+    matched case-insensitively on word boundaries; None when the prompt does not mention it."""
+    core = _LEADING_ARTICLE.sub("", " ".join(subject.split()))
+    if not core:
+        return None
+    body = re.escape(core).replace(r"\ ", r"\s+")
+    match = re.search(rf"(?<!\w)(?:(?:the|a|an)\s+)?{body}(?!\w)", prompt, re.IGNORECASE)
+    return None if match is None else match.span()
+
+
+def relation_template(prompt: str, subject: str) -> str:
+    """The prompt with its subject (and the subject's article) replaced by `{}`, in the compared
+    form: case-folded, single spaces, no trailing punctuation. Without the subject in the prompt,
+    the whole prompt in that form."""
+    span = subject_span(prompt, subject)
+    text = prompt if span is None else prompt[: span[0]] + "{}" + prompt[span[1] :]
+    return " ".join(text.split()).casefold().rstrip(_TRAILING)
+
+
+def fact_key(prompt: str, subject: str | None) -> str | None:
+    """What makes two edits the same fact: the same subject key and the same relation template.
+
+    "The Eiffel Tower is located in the city of" with subject "Eiffel Tower" (or none: it is
+    inferred) is `"eiffel tower|{} is located in the city of"`; a rephrase ("The Eiffel Tower
+    stands in …") is another template, so another fact. None when no subject can be found.
+    """
+    found = edit_subject(prompt, subject)
+    if not found or not subject_key(found):
+        return None
+    return f"{subject_key(found)}|{relation_template(prompt, found)}"
