@@ -10,30 +10,13 @@ back to the prompt's last token.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from editing.editors.moe_adaptor.subjects import infer_subject
 from editing.host import ModelHost, TokenBatch
-from editing.protocol import EditSpec
-
-
-def subject_span(prompt: str, subject: str | None) -> tuple[int, int] | None:
-    """(start, end) character span of the subject in the prompt (its last mention, case- and
-    whitespace-insensitive), or None."""
-    if not subject or not subject.strip():
-        return None
-    pattern = r"\s+".join(re.escape(part) for part in subject.split())
-    found = list(re.finditer(pattern, prompt, flags=re.IGNORECASE))
-    return (found[-1].start(), found[-1].end()) if found else None
-
-
-def edit_subject(spec: EditSpec) -> str | None:
-    """The edit's subject, or one inferred from its prompt."""
-    return spec.subject if spec.subject and spec.subject.strip() else infer_subject(spec.prompt)
+from editing.subjects import subject_span
 
 
 def last_token(host: ModelHost, prompt: str, end: int) -> int:
@@ -53,7 +36,7 @@ def subject_positions(host: ModelHost, prompts: Sequence[str], subjects: Sequenc
     """Per prompt, the token index of its subject's last token (else of the prompt's last token)."""
     out = []
     for prompt, subject in zip(prompts, subjects, strict=True):
-        span = subject_span(prompt.rstrip(), subject)
+        span = subject_span(prompt.rstrip(), subject) if subject else None
         out.append(last_token(host, prompt, span[1]) if span else len(host.encode_prompt(prompt)) - 1)
     return out
 

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from editing.artifacts import EditArtifact
 from editing.editors.base import EditBatch, Editor, RestoreParams, Undo
-from editing.editors.hypernet.anchors import edit_subject, position_mask, subject_positions
+from editing.editors.hypernet.anchors import position_mask, subject_positions
 from editing.editors.hypernet.checkpoint import (
     Checkpoint,
     config_sha256,
@@ -35,6 +35,7 @@ from editing.editors.hypernet.solve import linear_update, solve
 from editing.editors.hypernet.state import Factors, collect
 from editing.errors import CheckpointMismatchError, InvalidEditError
 from editing.host import TokenBatch
+from editing.subjects import edit_subject
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class HypernetEditor(Editor):
         """Where keys are read: None for the answer positions, else each edit's subject's last token."""
         if self.key_site != "subject":
             return None
-        subjects = [edit_subject(e) for e in batch.edits]
+        subjects = [edit_subject(e.prompt, e.subject) for e in batch.edits]
         return position_mask(tokens, subject_positions(self.host, [e.prompt for e in batch.edits], subjects))
 
     def updated_stats(self, factors: dict[str, Factors]) -> dict[str, NormStats]:

@@ -59,7 +59,7 @@ def refine(
     for _ in range(steps):
         with _added(model, changes, sites), torch.enable_grad():
             nll = per_edit_nll(logits_fn(), tokens)
-            if float(nll.max()) < stop_nll:
+            if float(nll.detach().max()) < stop_nll:
                 break
             grads = torch.autograd.grad(nll.sum(), list(changes.values()))
         optimiser.zero_grad(set_to_none=True)
