@@ -51,6 +51,21 @@ class HypernetConfig(EditorConfig):
         None, ge=0, description="μ of the keep term (preserve the outputs of ordinary keys); unset = the "
         "checkpoint's value, 0 = the spec's plain ridge.",
     )
+    protect_neighbours: int = Field(
+        0, ge=0, le=64, description="Subject-keyed checkpoints: per edit, this many derived neighbours (its "
+        "prompt with other well-known subjects, editing.probes.derived_neighbours) join the solve as "
+        "zero-change prompts.",
+    )
+    protect_standing: bool = Field(
+        False, description="Subject-keyed checkpoints: the shipped standing set of common facts "
+        "(editing/probes/standing.json) joins the solve as zero-change prompts.",
+    )
+    keep_rank: int | None = Field(
+        None, ge=0, description="Use only the top eigenpairs of the checkpoint's keep basis (measurements).",
+    )
+    ridge: float | None = Field(
+        None, gt=0, description="λ of the ridge term at edit time; unset = the checkpoint's learned value.",
+    )
     key_site: KeySite | None = Field(
         None, description="Tests only, with untrained=true: where keys are read ('answer' positions or the "
         "'subject' last token). A checkpoint fixes its own (its card's key_site).",

@@ -35,6 +35,7 @@ from editing.editors.hypernet.solve import linear_update, solve
 from editing.editors.hypernet.state import Factors, collect
 from editing.errors import CheckpointMismatchError, InvalidEditError
 from editing.host import TokenBatch
+from editing.probes import about_any, derived_neighbours, load_standing, shipped_standing_path
 from editing.subjects import edit_subject
 
 logger = logging.getLogger(__name__)
@@ -146,10 +147,24 @@ class HypernetEditor(Editor):
         """(per module the keys (n, d_k) whose outputs the shift must leave alone, how many prompts gave
         them): the batch's locality prompts, at their last token, or at every token when keys are read
         at the subject."""
-        prompts = list(dict.fromkeys(p for e in batch.edits for p in e.locality))
-        if not prompts or not self.config.protect_locality:
+        prompts = [p for e in batch.edits for p in e.locality] if self.config.protect_locality else []
+        if self.key_site == "subject":
+            prompts += self.unnamed_neighbours(batch)
+        prompts = list(dict.fromkeys(prompts))
+        if not prompts:
             return {}, 0
         return prompt_keys(self.host, self.modules, prompts, every_token=self.key_site == "subject"), len(prompts)
+
+    def unnamed_neighbours(self, batch: EditBatch) -> list[str]:
+        """Prompts the client did not name but the shift must spare: derived neighbours of each edit and
+        the standing set, minus any about a subject this batch edits."""
+        found = [edit_subject(e.prompt, e.subject) for e in batch.edits]
+        subjects = [s for s in found if s]
+        out = [n for e, s in zip(batch.edits, found, strict=True)
+               for n in derived_neighbours(e.prompt, s, self.config.protect_neighbours, exclude=subjects)]
+        if self.config.protect_standing:
+            out += [f.prompt for f in load_standing(shipped_standing_path())]
+        return [p for p in out if not about_any(p, subjects)]
 
     def desired(self, module: str, f: Factors, stats: dict[str, NormStats]) -> Tensor:
         """The network's desired change D (N, d_v) of one module's output at its key rows."""
@@ -176,8 +191,8 @@ class HypernetEditor(Editor):
         if protected is not None and protected.shape[0]:
             keys = torch.cat([keys, PROTECT_SCALE * protected])  # (N + n, d_k)
             desired = torch.cat([desired, desired.new_zeros(protected.shape[0], desired.shape[1])])
-        lam = float(net.ridge(slot.index))
-        solution = solve(keys, desired, lam, net.keep(slot.index, self.config.keep_coef))
+        lam = self.config.ridge or float(net.ridge(slot.index))
+        solution = solve(keys, desired, lam, net.keep(slot.index, self.config.keep_coef, self.config.keep_rank))
         return (solution.left, solution.coeffs), lam
 
     # ---- apply / state -------------------------------------------------------------------------

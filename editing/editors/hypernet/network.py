@@ -79,12 +79,14 @@ class HyperNet(nn.Module):
         """λ = exp(λ̃) of one module (a 0-dim tensor)."""
         return self.log_lambda[index].exp()
 
-    def keep(self, index: int, coef: float | None = None) -> Keep | None:
-        """The preservation term of one module (None when it has none); `coef` overrides μ."""
+    def keep(self, index: int, coef: float | None = None, rank: int | None = None) -> Keep | None:
+        """The preservation term of one module (None when it has none); `coef` overrides μ, `rank`
+        keeps only the top eigenpairs."""
         mu = float(self.keep_coef[index]) if coef is None else coef
         if self.keep_basis.shape[-1] == 0 or mu == 0:
             return None
-        return Keep(basis=self.keep_basis[index], energy=mu * self.keep_energy[index])
+        top = slice(0, rank)
+        return Keep(basis=self.keep_basis[index][:, top], energy=mu * self.keep_energy[index][top])
 
     def set_keep(self, index: int, basis: Tensor, energy: Tensor, coef: float) -> None:
         """Install one module's basis (d_k, r) and eigenvalues (r,) with μ = `coef`."""

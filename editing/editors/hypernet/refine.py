@@ -52,9 +52,11 @@ def refine(
     steps: int, lr: float, stop_nll: float,
 ) -> tuple[dict[str, Tensor], int]:
     """(refined changes per module (B, d_v) fp32, steps taken). `logits_fn()` returns the (N, V)
-    answer-position logits of `tokens` on the current model (hooks included)."""
+    answer-position logits of `tokens` on the current model (hooks included). `lr` is the step of the
+    whole change: each of the M modules moves by lr / M, so spreading an edit over more layers does
+    not make it larger."""
     changes = {m: d.detach().clone().float().requires_grad_(True) for m, d in start.items()}
-    optimiser = torch.optim.Adam(list(changes.values()), lr=lr)
+    optimiser = torch.optim.Adam(list(changes.values()), lr=lr / max(len(changes), 1))
     taken = 0
     for _ in range(steps):
         with _added(model, changes, sites), torch.enable_grad():
