@@ -47,8 +47,21 @@ class LimitsConfig(BaseModel):
     max_stop: int = Field(4, description="Most stop strings in one query.")
 
 
+class StandingFact(BaseModel):
+    """A fact of the guard's standing set: a prompt and the answer its greedy continuation starts with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str = Field(min_length=1)
+    answer: str = Field(min_length=1)
+
+
 class GuardConfig(BaseModel):
-    """The writer's cheap acceptance check around every edit batch."""
+    """The writer's cheap acceptance check around every edit batch (editing.report, editing.probes).
+
+    It compares greedy answers before and after the batch on three probe sets: the locality prompts
+    the edits name (and `canaries`), the `standing` facts, and `neighbours` prompts derived from each
+    edit (its prompt with the subject replaced by other well-known entities)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -62,6 +75,26 @@ class GuardConfig(BaseModel):
     locality_tokens: int = Field(6, ge=1, description="Greedy tokens compared per locality prompt.")
     canaries: list[str] = Field(
         default_factory=list, description="Prompts checked for every batch in addition to the edits' own locality."
+    )
+    standing: Path | list[StandingFact] | None = Field(
+        None,
+        description="The standing facts: unset = the shipped set (editing/probes/standing.json), a JSON file "
+        '({"facts": [{"prompt": …, "answer": …}]} or a bare list), or an inline JSON list; [] turns them off.',
+    )
+    max_standing_broken: int = Field(
+        0, ge=0, description="Reject a batch when more than this many standing facts stop being answered right."
+    )
+    neighbours: int = Field(
+        4, ge=0, le=32, description="Derived neighbour prompts per edit (its prompt, other subjects); 0 turns them off."
+    )
+    max_neighbours_changed: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="Reject a batch when more than this share of its derived neighbours change their greedy answer.",
+    )
+    neighbour_tokens: int = Field(
+        3, ge=1, description="Leading greedy tokens compared per derived neighbour (the answer, not the rest)."
     )
 
 
