@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 SCHEMA_VERSION = 1
 
 CommandKind = Literal["edit", "rollback", "replay"]
-CommandStatus = Literal["queued", "applying", "applied", "failed", "rejected", "rolled_back"]
-RevisionKind = Literal["base", "edit", "rollback", "revert", "replay"]
-FINAL_STATUSES: frozenset[str] = frozenset({"applied", "failed", "rejected", "rolled_back"})
+CommandStatus = Literal["queued", "applying", "applied", "failed", "rejected", "rolled_back", "superseded"]
+RevisionKind = Literal["base", "edit", "rollback", "revert", "replay", "supersede"]
+FINAL_STATUSES: frozenset[str] = frozenset({"applied", "failed", "rejected", "rolled_back", "superseded"})
 PENDING_STATUSES: frozenset[str] = frozenset({"queued", "applying"})
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -55,6 +55,7 @@ class EditSpec(BaseModel):
     rephrases: list[str] = Field(default_factory=list)
     locality: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    supersedes: str | None = None  # the id of an applied edit this one replaces (else: same fact, see editing.subjects)
 
 
 class Problem(BaseModel):
@@ -89,6 +90,10 @@ class EditReport(BaseModel):
     target_logprob_after: float
     rephrases: list[ProbeScore] = Field(default_factory=list)
     locality: list[LocalityProbe] = Field(default_factory=list)
+    neighbours: list[LocalityProbe] = Field(
+        default_factory=list, description="The guard's derived neighbours of this edit (other subjects, same prompt)."
+    )
+    standing_checked: int = Field(0, description="Standing facts the guard checked the batch on (all still right).")
 
 
 class CommandRecord(BaseModel):
@@ -106,6 +111,9 @@ class CommandRecord(BaseModel):
     idempotency_key: str | None = None
     created_at: str
     applied_at: str | None = None
+    subject: str | None = None  # an edit's subject: the one it names, else inferred from its prompt
+    supersedes: str | None = None  # the edit this one replaced (set when it was applied)
+    superseded_by: str | None = None  # while status is `superseded`: the edit that replaced this one
 
 
 class NewCommand(BaseModel):
@@ -125,6 +133,8 @@ class CommandOutcome(BaseModel):
     revision: int | None = None
     report: dict[str, Any] | None = None
     error: Problem | None = None
+    supersedes: str | None = None  # applied: the edit it replaced
+    superseded_by: str | None = None  # superseded: the edit that replaced it
 
 
 class RevisionRecord(BaseModel):

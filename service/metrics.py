@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-STATUSES = ("queued", "applying", "applied", "failed", "rejected", "rolled_back")
+STATUSES = ("queued", "applying", "applied", "failed", "rejected", "rolled_back", "superseded")
 ROLES = ("writer", "replica", "standby")
 
 

@@ -114,9 +114,19 @@ class EditCreate(_Request):
     locality: Probes = Field(default_factory=list, description="Unrelated prompts that should not change.")
     metadata: Annotated[dict[str, Any], AfterValidator(_metadata)] = Field(default_factory=dict)
     editor: str | None = Field(None, description="When given, must name the active editor.")
+    supersedes: str | None = Field(
+        None, min_length=1, max_length=64,
+        description="The id of an applied edit this one replaces (one revision reverts it and applies this). "
+        "Without it, an edit replaces the applied edits of the same fact: same subject (given or inferred, "
+        "case-insensitive) and same prompt once the subject is taken out.",
+    )
 
     def spec(self) -> EditSpec:
         return EditSpec.model_validate(self.model_dump(exclude={"editor"}))
+
+    def body(self) -> dict[str, Any]:
+        """The edit as the log stores it (`supersedes` only when given)."""
+        return self.spec().model_dump(exclude={"supersedes"} if self.supersedes is None else None)
 
 
 class EditBatchCreate(_Request):
@@ -135,10 +145,14 @@ class EditPublic(BaseModel):
     created_at: str
     applied_at: str | None
     actor: str | None = Field(None, description="Name of the API key that sent it (`anonymous` without auth).")
+    subject: str | None = Field(None, description="The subject it edits: the one it names, else the inferred one.")
+    supersedes: str | None = Field(None, description="The applied edit this one replaced, once applied.")
+    superseded_by: str | None = Field(None, description="While `superseded`: the edit that replaced this one.")
 
     @classmethod
     def from_record(cls, record: CommandRecord) -> EditPublic:
-        return cls(**_command_fields(record), request=record.body, report=record.report)
+        return cls(**_command_fields(record), request=record.body, report=record.report, subject=record.subject,
+                   supersedes=record.supersedes, superseded_by=record.superseded_by)
 
 
 class EditBatchPublic(BaseModel):
@@ -146,6 +160,14 @@ class EditBatchPublic(BaseModel):
 
 
 class EditPage(BaseModel):
+    items: list[EditPublic]
+    next_cursor: str | None
+
+
+class FactPage(BaseModel):
+    """What the log holds about one subject: its edits, newest first, each with its status."""
+
+    subject: str = Field(description="The subject asked for (matched case-insensitively, without a leading article).")
     items: list[EditPublic]
     next_cursor: str | None
 

@@ -55,6 +55,7 @@ from service.schemas import (
     EditCreate,
     EditPage,
     EditPublic,
+    FactPage,
     GenerateRequest,
     GenerateResponse,
     ModelPublic,
@@ -137,8 +138,9 @@ class EditService:
     ) -> Accepted[EditPublic] | Accepted[EditBatchPublic]:
         """Accept edits. A batch answers `{"items": [...]}` without `Location` (there are several)."""
         await run_in_threadpool(self._check_editor, edits)
+        await run_in_threadpool(self._check_supersedes, edits, batch)
         commands = [
-            NewCommand(id=new_id("ed"), kind="edit", body=e.spec().model_dump(), actor=actor) for e in edits
+            NewCommand(id=new_id("ed"), kind="edit", body=e.body(), actor=actor) for e in edits
         ]
         done = await self._submit(commands, body=body, idempotency_key=idempotency_key, wait=wait)
         docs = [EditPublic.from_record(r) for r in done.records]
@@ -208,6 +210,20 @@ class EditService:
         lineage = self._log.lineage()
         return lineage.editor if lineage is not None else self._settings.editor
 
+    def _check_supersedes(self, edits: Sequence[EditCreate], batch: bool) -> None:
+        """An edit's `supersedes` must name an edit (whether it is still applied, the writer decides)."""
+        named = [(i, e.supersedes) for i, e in enumerate(edits) if e.supersedes is not None]
+        if not named:
+            return
+        kinds = {r.id: r.kind for r in self._log.get_commands([n for _, n in named])}
+        errors = [
+            FieldError(field=f"edits[{i}].supersedes" if batch else "supersedes",
+                       message=f"no edit with id {edit_id}", type="edit_not_found")
+            for i, edit_id in named if kinds.get(edit_id) != "edit"
+        ]
+        if errors:
+            raise RequestInvalidError(errors, code="edit_not_found")
+
     def _check_editor(self, edits: Sequence[EditCreate]) -> None:
         """An edit may name its editor; it must then be the active one (when one is known)."""
         asked = {e.editor for e in edits if e.editor is not None}
@@ -260,6 +276,15 @@ class EditService:
         start = int(cursor) if cursor is not None else None
         records, after = self._log.list_commands(kind="edit", status=status, limit=limit, cursor=start)
         return EditPage(items=[EditPublic.from_record(r) for r in records],
+                        next_cursor=str(after) if after is not None else None)
+
+    def list_facts(
+        self, *, subject: str, status: CommandStatus | None, limit: int, cursor: str | None
+    ) -> FactPage:
+        """A subject's edits, newest first (the subject each edit names, else the one inferred)."""
+        start = int(cursor) if cursor is not None else None
+        records, after = self._log.list_subject_edits(subject, status=status, limit=limit, cursor=start)
+        return FactPage(subject=subject, items=[EditPublic.from_record(r) for r in records],
                         next_cursor=str(after) if after is not None else None)
 
     def get_rollback(self, rollback_id: str) -> RollbackPublic:

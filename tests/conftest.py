@@ -18,6 +18,10 @@ TINY_EDITOR_CONFIGS: dict[str, dict[str, Any]] = {
     "rledit": {"untrained": True, "modules": "up_proj:0-1", "lr": 0.1},
     "malmen": {"untrained": True, "modules": "down_proj:0-1", "lr": 0.1},
 }
+# A random tiny model's greedy answers move with any edit, so tests that are not about the guard
+# let every edit through: no share limit on locality prompts, no derived neighbours (the standing
+# facts drop out by themselves: the tiny model answers none of them right).
+LENIENT_GUARD: dict[str, Any] = {"max_locality_changed": 1.0, "neighbours": 0}
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +57,7 @@ def tiny_settings(tmp_path: Path, tiny_model_dir: Path) -> Any:
         data_dir=tmp_path / "data",
         editor="ft",
         editors=TINY_EDITOR_CONFIGS,
-        guard={"max_locality_changed": 1.0},
+        guard=LENIENT_GUARD,
         log={"snapshot_every": 3},
         query_timeout=30.0,
     )

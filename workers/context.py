@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from editing import logcontext
 from editing.config import Settings
@@ -11,6 +11,7 @@ from editing.editors.base import Editor
 from editing.host import ModelHost
 from editing.log import EditLog
 from editing.protocol import CommandOutcome, NewRevision, RevisionRecord
+from editing.report import StandingCache
 from workers.state import ModelState
 
 
@@ -22,6 +23,7 @@ class WriterContext:
     worker_id: str
     epoch: int | None = None
     fence: Callable[[], None] | None = None  # raises FencedWriterError once the writer lease is lost
+    standing_cache: StandingCache = field(default_factory=StandingCache)  # the guard's, per state
 
     @property
     def host(self) -> ModelHost:

@@ -27,7 +27,7 @@ def run_rollback(ctx: WriterContext, command: CommandRecord) -> None:
     """`{"to_revision": r}` or `{"edit_ids": [...]}`; on any error the model stays as it was."""
     ctx.log.mark_applying([command.id])
     with ctx.host.lock:
-        saved = _Saved(ctx)
+        saved = SavedState(ctx)
         before = ctx.state.active_edits(ctx.state.revision)
         try:
             if command.body.get("to_revision") is not None:
@@ -48,7 +48,7 @@ def run_rollback(ctx: WriterContext, command: CommandRecord) -> None:
     logger.info("revision %d: %s (%s)", record.revision, record.kind, command.id)
 
 
-class _Saved:
+class SavedState:
     """The live state, kept in memory so a failed rollback leaves the model untouched."""
 
     def __init__(self, ctx: WriterContext) -> None:
@@ -73,6 +73,18 @@ def _rollback_to(ctx: WriterContext, command: CommandRecord, target: int) -> tup
 
 def _revert(ctx: WriterContext, command: CommandRecord, edit_ids: list[str]) -> tuple[NewRevision, list[str]]:
     """The history without these edits: restore before the first, re-run the editor on the rest."""
+    base, rerun, artifacts = revert_edits(ctx, edit_ids)
+    revision = ctx.new_revision(
+        kind="revert", base_revision=base, edit_ids=rerun, removed_ids=edit_ids,
+        artifacts=artifacts, command_id=command.id,
+    )
+    return revision, ctx.state.active_edits(base) + rerun
+
+
+def revert_edits(ctx: WriterContext, edit_ids: list[str]) -> tuple[int, list[str], list[str]]:
+    """Make the model the current history without `edit_ids` (the caller holds the host lock and
+    keeps what it needs to undo this): restore the revision before the first of them, then re-run
+    the editor on every later edit. Returns (that revision, the re-run edit ids, their artifacts)."""
     history = ctx.state.history(ctx.state.revision)
     active = {e for record in history for e in record.edit_ids}
     _check_revertible(ctx, edit_ids, active)
@@ -87,11 +99,7 @@ def _revert(ctx: WriterContext, command: CommandRecord, edit_ids: list[str]) -> 
         for chunk in _chunks(keep, ctx.settings.writer.max_batch_edits):
             artifacts.append(_recompute(ctx, chunk))
             rerun.extend(chunk)
-    revision = ctx.new_revision(
-        kind="revert", base_revision=base, edit_ids=rerun, removed_ids=edit_ids,
-        artifacts=artifacts, command_id=command.id,
-    )
-    return revision, ctx.state.active_edits(base) + rerun
+    return base, rerun, artifacts
 
 
 def _check_revertible(ctx: WriterContext, edit_ids: list[str], active: set[str]) -> None:
@@ -122,10 +130,16 @@ def _chunks(items: list[str], size: int) -> list[list[str]]:
 def _status_changes(
     ctx: WriterContext, before: list[str], after: list[str], *, rerun: list[str]
 ) -> list[CommandOutcome]:
-    """Edits leaving the state become rolled_back; edits coming back are applied again."""
+    """Edits leaving the state become rolled_back (superseded, when an edit that replaced them is in
+    the new state); edits coming back are applied again."""
     gone = [e for e in before if e not in set(after)]
     back = [e for e in after if e not in set(before)]
-    outcomes = [CommandOutcome(id=e, status="rolled_back") for e in gone]
+    successor = {old: new for old, new in ctx.log.superseding(gone) if new in set(after)}
+    outcomes = [
+        CommandOutcome(id=e, status="superseded", superseded_by=successor[e]) if e in successor
+        else CommandOutcome(id=e, status="rolled_back")
+        for e in gone
+    ]
     old = {r.id: r.revision for r in ctx.log.get_commands(back)}
     outcomes += [CommandOutcome(id=e, status="applied", revision=old.get(e)) for e in back if e not in rerun]
     outcomes += [CommandOutcome(id=e, status="applied") for e in rerun]
@@ -136,7 +150,7 @@ def run_replay(ctx: WriterContext, command: CommandRecord) -> None:
     """Rebuild from the base through every revision, comparing each recorded checksum."""
     ctx.log.mark_applying([command.id])
     with ctx.host.lock:
-        saved = _Saved(ctx)
+        saved = SavedState(ctx)
         head = ctx.log.head()
         report = _replay_all(ctx, head.revision)
         if report["mismatches"]:

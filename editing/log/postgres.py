@@ -26,7 +26,7 @@ from psycopg import sql
 from editing.errors import NotFoundError, UnavailableError
 from editing.log.blobs import check_sha, sha256_hex
 from editing.log.keys import KEYS_DDL
-from editing.log.sql import SqlEditLog
+from editing.log.sql import ADDED_COMMAND_COLUMNS, SqlEditLog
 from editing.protocol import utc_now
 
 _TABLES = """
@@ -104,6 +104,7 @@ class PostgresEditLog(SqlEditLog):
         self._conn = self._connect()
         self._lock_key = writer_lock_key(schema or self._current_schema())
         self._create_tables()
+        self._migrate()
 
     # -- connection -----------------------------------------------------------------------------
     def _connect(self) -> psycopg.Connection[Any]:
@@ -147,11 +148,19 @@ class PostgresEditLog(SqlEditLog):
 
     def _insert_command(self, cursor: Any, params: tuple[Any, ...]) -> int:
         cursor.execute(
-            "INSERT INTO commands (id, kind, status, body, actor, idempotency_key, created_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING seq",
+            "INSERT INTO commands (id, kind, status, body, actor, idempotency_key, created_at, subject, "
+            "subject_key, fact_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING seq",
             params,
         )
         return int(cursor.fetchone()[0])
+
+    def _missing_columns(self, cursor: Any) -> list[str]:
+        cursor.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'commands' "
+            "AND table_schema = current_schema()"
+        )
+        present = {row[0] for row in cursor.fetchall()}
+        return [c for c in ADDED_COMMAND_COLUMNS if c not in present]
 
     def _end_read(self) -> None:
         self._conn.commit()

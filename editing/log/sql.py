@@ -35,9 +35,19 @@ from editing.protocol import (
     RevisionRecord,
     utc_now,
 )
+from editing.subjects import edit_subject, fact_key, subject_key
 
 _COMMAND_COLUMNS = (
-    "seq, id, kind, status, body, revision, report, error, actor, idempotency_key, created_at, applied_at"
+    "seq, id, kind, status, body, revision, report, error, actor, idempotency_key, created_at, applied_at, "
+    "subject, supersedes, superseded_by"
+)
+# Columns added after the first release: created on logs that lack them (`_migrate`), and filled
+# for edits accepted before (`_backfill_subjects`). `subject_key` and `fact_key` are '' when an edit
+# has no subject (none given, none inferred).
+ADDED_COMMAND_COLUMNS: tuple[str, ...] = ("subject", "subject_key", "fact_key", "supersedes", "superseded_by")
+_ADDED_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS commands_subject ON commands (subject_key, seq)",
+    "CREATE INDEX IF NOT EXISTS commands_fact ON commands (fact_key, status)",
 )
 _REVISION_COLUMNS = (
     "revision, kind, base_revision, edit_ids, removed_ids, artifacts, checksum, command_id, actor, "
@@ -61,7 +71,33 @@ class SqlEditLog(SqlKeyStore):
         raise NotImplementedError
 
     def _insert_command(self, cursor: Any, params: tuple[Any, ...]) -> int:
+        """Insert (id, kind, status, body, actor, idempotency_key, created_at, subject, subject_key,
+        fact_key); return the new `seq`."""
         raise NotImplementedError
+
+    def _missing_columns(self, cursor: Any) -> list[str]:
+        """Which of `ADDED_COMMAND_COLUMNS` the commands table lacks."""
+        raise NotImplementedError
+
+    # -- schema upgrades ------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        """Add the columns and indexes later releases need, then fill them for older edits."""
+        with self._tx() as cur:
+            for column in self._missing_columns(cur):
+                self._exec(cur, f"ALTER TABLE commands ADD COLUMN {column} TEXT")
+            for statement in _ADDED_INDEXES:
+                self._exec(cur, statement)
+        self._backfill_subjects()
+
+    def _backfill_subjects(self) -> None:
+        rows = self._query("SELECT id, body FROM commands WHERE kind = 'edit' AND subject_key IS NULL")
+        if not rows:
+            return
+        with self._tx() as cur:
+            for command_id, body in rows:
+                subject, key, fact = _subject_columns("edit", json.loads(body))
+                self._exec(cur, "UPDATE commands SET subject = ?, subject_key = ?, fact_key = ? WHERE id = ?",
+                           (subject, key, fact, command_id))
 
     # -- plumbing -------------------------------------------------------------------------------
     @property
@@ -171,7 +207,7 @@ class SqlEditLog(SqlKeyStore):
                     return self._fetch_commands(cur, existing), False
             for command in commands:
                 params = (command.id, command.kind, "queued", json.dumps(command.body), command.actor,
-                          idempotency_key, now)
+                          idempotency_key, now, *_subject_columns(command.kind, command.body))
                 self._insert_command(cur, params)
             if idempotency_key is not None:
                 self._exec(
@@ -239,6 +275,41 @@ class SqlEditLog(SqlKeyStore):
         next_cursor = items[-1].seq if len(rows) > limit else None
         return items, next_cursor
 
+    def list_subject_edits(
+        self, subject: str, *, status: CommandStatus | None = None, limit: int = 50, cursor: int | None = None
+    ) -> tuple[list[CommandRecord], int | None]:
+        """A subject's edits (given or inferred subject, compared by `subject_key`), newest first."""
+        where, params = ["kind = 'edit'", "subject_key = ?"], [subject_key(subject)]
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if cursor is not None:
+            where.append("seq < ?")
+            params.append(cursor)
+        text = f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
+        rows = self._query(text, [*params, limit + 1])
+        items = [_command(r) for r in rows[:limit]]
+        return items, (items[-1].seq if len(rows) > limit else None)
+
+    def applied_same_fact(self, command_id: str) -> list[CommandRecord]:
+        """Applied edits of the same fact as edit `command_id` (same `fact_key`), oldest first."""
+        rows = self._query(
+            f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE kind = 'edit' AND status = 'applied' AND id <> ? "
+            "AND fact_key <> '' AND fact_key = (SELECT fact_key FROM commands WHERE id = ?) ORDER BY seq",
+            (command_id, command_id),
+        )
+        return [_command(r) for r in rows]
+
+    def superseding(self, command_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """(superseded id, id of an edit that superseded it) for every such edit of `command_ids`."""
+        if not command_ids:
+            return []
+        marks = ",".join("?" for _ in command_ids)
+        rows = self._query(
+            f"SELECT supersedes, id FROM commands WHERE supersedes IN ({marks}) ORDER BY seq", command_ids
+        )
+        return [(str(a), str(b)) for a, b in rows]
+
     def pending_commands(self) -> list[CommandRecord]:
         """Accepted but unresolved requests, in acceptance order (what a reconciler re-enqueues)."""
         rows = self._query(
@@ -281,8 +352,10 @@ class SqlEditLog(SqlKeyStore):
             self._exec(
                 cursor,
                 "UPDATE commands SET status = ?, revision = COALESCE(?, revision), "
-                "report = COALESCE(?, report), error = ?, applied_at = COALESCE(?, applied_at) WHERE id = ?",
-                (out.status, out.revision, report, error, applied_at, out.id),
+                "report = COALESCE(?, report), error = ?, applied_at = COALESCE(?, applied_at), "
+                "supersedes = COALESCE(?, supersedes), superseded_by = ? WHERE id = ?",
+                (out.status, out.revision, report, error, applied_at, out.supersedes,
+                 out.superseded_by if out.status == "superseded" else None, out.id),
             )
 
     # -- revisions ------------------------------------------------------------------------------
@@ -396,6 +469,19 @@ def _check_lineage(known: Lineage, wanted: Lineage) -> None:
         )
 
 
+def _subject_columns(kind: str, body: dict[str, Any]) -> tuple[str | None, str, str]:
+    """(subject, subject_key, fact_key) of a command: an edit's subject (given or inferred) and the
+    keys it is found by; ('', '') when it has none."""
+    prompt = body.get("prompt")
+    if kind != "edit" or not isinstance(prompt, str):
+        return None, "", ""
+    raw = body.get("subject")
+    subject = edit_subject(prompt, raw if isinstance(raw, str) else None)
+    if not subject:
+        return None, "", ""
+    return subject, subject_key(subject), fact_key(prompt, subject) or ""
+
+
 def _loads(value: Any) -> Any:
     return json.loads(value) if value is not None else None
 
@@ -406,6 +492,7 @@ def _command(row: tuple[Any, ...]) -> CommandRecord:
         seq=int(row[0]), id=row[1], kind=row[2], status=row[3], body=json.loads(row[4]),
         revision=row[5], report=_loads(row[6]), error=Problem.model_validate(error) if error else None,
         actor=row[8], idempotency_key=row[9], created_at=row[10], applied_at=row[11],
+        subject=row[12], supersedes=row[13], superseded_by=row[14],
     )
 
 

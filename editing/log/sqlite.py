@@ -9,7 +9,7 @@ from typing import Any
 from editing.log.base import BlobStore
 from editing.log.blobs import FileBlobStore, MemoryBlobStore
 from editing.log.keys import KEYS_DDL
-from editing.log.sql import SqlEditLog
+from editing.log.sql import ADDED_COMMAND_COLUMNS, SqlEditLog
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -73,14 +73,20 @@ class SqliteEditLog(SqlEditLog):
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=30000")
         self._conn.executescript(_SCHEMA)
+        self._migrate()
 
     def _begin(self, cursor: Any) -> None:
         cursor.execute("BEGIN IMMEDIATE")
 
     def _insert_command(self, cursor: Any, params: tuple[Any, ...]) -> int:
         cursor.execute(
-            "INSERT INTO commands (id, kind, status, body, actor, idempotency_key, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO commands (id, kind, status, body, actor, idempotency_key, created_at, subject, "
+            "subject_key, fact_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             params,
         )
         return int(cursor.lastrowid)
+
+    def _missing_columns(self, cursor: Any) -> list[str]:
+        cursor.execute("PRAGMA table_info(commands)")
+        present = {row[1] for row in cursor.fetchall()}
+        return [c for c in ADDED_COMMAND_COLUMNS if c not in present]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.routers import console, edits, openai, ops, queries, rollbacks, state
+from service.routers import console, edits, facts, openai, ops, queries, rollbacks, state
 
 ROUTERS: tuple[APIRouter, ...] = (
-    edits.router, queries.router, openai.router, rollbacks.router, state.router, ops.router, console.router,
+    edits.router, facts.router, queries.router, openai.router, rollbacks.router, state.router, ops.router,
+    console.router,
 )
 
 __all__ = ["ROUTERS"]

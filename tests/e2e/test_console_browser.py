@@ -19,7 +19,7 @@ import pytest
 
 from editing.config import Settings
 from editing.log import new_secret, open_log
-from tests.conftest import TINY_EDITOR_CONFIGS
+from tests.conftest import LENIENT_GUARD, TINY_EDITOR_CONFIGS
 from tests.e2e.server import Embedded, embedded_service
 
 pytestmark = pytest.mark.browser
@@ -49,7 +49,7 @@ def _need_browser() -> Any:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[tuple[Embedded, str]]:
     settings = Settings(model=str(tiny_model_dir), data_dir=tmp_path_factory.mktemp("console"), editor="ft",
-                        editors=TINY_EDITOR_CONFIGS, guard={"max_locality_changed": 1.0}, _env_file=None)
+                        editors=TINY_EDITOR_CONFIGS, guard=LENIENT_GUARD, _env_file=None)
     secret = new_secret()
     log = open_log(settings)
     log.create_key(name="olga", role="operator", secret=secret)

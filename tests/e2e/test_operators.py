@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from editing.config import Settings
-from tests.conftest import TINY_EDITOR_CONFIGS
+from tests.conftest import LENIENT_GUARD, TINY_EDITOR_CONFIGS
 from tests.e2e.server import Embedded, embedded_service
 from workers.cli import main
 
@@ -49,7 +49,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         for role, name in zip(ROLES, ("rita", "eddie", "olga"), strict=True):
             keys[role] = _create_key(name, role)
     settings = Settings(model=str(tiny_model_dir), data_dir=data_dir, editor="ft", editors=TINY_EDITOR_CONFIGS,
-                        guard={"max_locality_changed": 1.0}, key_cache_seconds=0, _env_file=None)
+                        guard=LENIENT_GUARD, key_cache_seconds=0, _env_file=None)
     with embedded_service(settings) as service:
         yield Deployment(service=service, keys=keys, data_dir=data_dir)
 
@@ -174,6 +174,7 @@ ROUTE_ROLES: dict[tuple[str, str], tuple[str | None, Any]] = {
     ("GET", "/console/{name}"): (OPEN, None),
     ("GET", "/v1/edits"): ("reader", None),
     ("GET", "/v1/edits/{edit_id}"): ("reader", None),
+    ("GET", "/v1/facts"): ("reader", None),
     ("POST", "/v1/edits"): ("editor", {"prompt": "The capital of Peru is", "target": "Lima"}),
     ("POST", "/v1/generate"): ("reader", {"prompt": "Hello", "max_new_tokens": 1}),
     ("POST", "/v1/score"): ("reader", {"prompt": "Hello", "candidates": ["world"]}),
@@ -191,6 +192,8 @@ ROUTE_ROLES: dict[tuple[str, str], tuple[str | None, Any]] = {
     ("GET", "/v1/models/{model_id:path}"): ("reader", None),
 }
 RANK = {None: -1, "reader": 0, "editor": 1, "operator": 2}
+# Query parameters a route needs to answer 2xx.
+ROUTE_QUERIES: dict[tuple[str, str], dict[str, str]] = {("GET", "/v1/facts"): {"subject": "Mount Fuji"}}
 
 
 def app_routes(deployment: Deployment) -> set[tuple[str, str]]:
@@ -246,7 +249,8 @@ def test_every_route_answers_401_403_or_2xx_by_role(deployment: Deployment) -> N
             path = _fill(template, ids)
             for caller in (None, "bogus", *ROLES):
                 auth = {} if caller is None else {"Authorization": headers.get(caller, "Bearer fpk_not-a-key")}
-                response = client.request(method, path, json=_body(body, ids), headers=auth)
+                response = client.request(method, path, json=_body(body, ids), headers=auth,
+                                          params=ROUTE_QUERIES.get((method, template)))
                 status = response.status_code
                 if least is not OPEN and caller in (None, "bogus"):
                     expected = "401"

@@ -12,7 +12,7 @@ import pytest
 
 from editing.config import Settings
 from editing.log import new_secret, open_log
-from tests.conftest import TINY_EDITOR_CONFIGS
+from tests.conftest import LENIENT_GUARD, TINY_EDITOR_CONFIGS
 from tests.e2e.server import embedded_service
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -26,7 +26,7 @@ UNAVAILABLE = {"revision_not_reached", "queue_full", "worker_unavailable"}  # do
 def live(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[tuple[str, str]]:
     config = Settings(model=str(tiny_model_dir), data_dir=tmp_path_factory.mktemp("fuzz"), editor="ft",
                       editors={**TINY_EDITOR_CONFIGS, "ft": {**TINY_EDITOR_CONFIGS["ft"], "steps": 2}},
-                      guard={"max_locality_changed": 1.0}, rate_limits={"edits_per_minute": 0,
+                      guard=LENIENT_GUARD, rate_limits={"edits_per_minute": 0,
                                                                          "queries_per_minute": 0},
                       limits={"max_new_tokens": 8, "max_wait": 2}, query_timeout=2.0, _env_file=None)
     secret = new_secret()

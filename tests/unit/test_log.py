@@ -594,3 +594,121 @@ def test_sqlite_file_accepts_from_two_processes(tmp_path: Path) -> None:
         assert len({r.seq for r in stored}) == 80
     finally:
         log.close()
+
+
+# -- subjects, facts and superseding -------------------------------------------------------------
+
+
+def edit_command(prompt: str, subject: str | None = None) -> NewCommand:
+    body: dict[str, Any] = {"prompt": prompt, "target": "x"}
+    if subject is not None:
+        body["subject"] = subject
+    return NewCommand(id=new_id("ed"), kind="edit", body=body, actor="t")
+
+
+def test_an_edit_records_its_subject_given_or_inferred(edit_log: SqlEditLog) -> None:
+    given, inferred, none = edit_log.accept([
+        edit_command("Where is the eiffel tower?", subject="eiffel  tower"),
+        edit_command("The Eiffel Tower is located in the city of"),
+        edit_command("is"),
+    ])[0]
+    assert (given.subject, inferred.subject, none.subject) == ("eiffel tower", "The Eiffel Tower", None)
+    assert edit_log.get_command(inferred.id).subject == "The Eiffel Tower"
+
+
+def test_a_subjects_edits_newest_first_case_insensitively(edit_log: SqlEditLog) -> None:
+    ids = [r.id for r in edit_log.accept([
+        edit_command("The Eiffel Tower is located in the city of"),
+        edit_command("The Louvre is located in the city of"),
+        edit_command("Where is the eiffel tower?", subject="EIFFEL TOWER"),
+        edit_command("The Eiffel Tower was designed by", subject="The Eiffel Tower"),
+    ])[0]]
+    items, cursor = edit_log.list_subject_edits("eiffel tower")
+    assert [r.id for r in items] == [ids[3], ids[2], ids[0]] and cursor is None
+    page, cursor = edit_log.list_subject_edits("The  Eiffel Tower", limit=2)
+    assert [r.id for r in page] == [ids[3], ids[2]] and cursor is not None
+    rest, end = edit_log.list_subject_edits("Eiffel Tower", limit=2, cursor=cursor)
+    assert [r.id for r in rest] == [ids[0]] and end is None
+    edit_log.finish([applied(ids[0])])
+    assert [r.id for r in edit_log.list_subject_edits("eiffel tower", status="applied")[0]] == [ids[0]]
+    assert edit_log.list_subject_edits("Eiffel")[0] == []
+
+
+def test_applied_edits_of_the_same_fact(started_log: SqlEditLog) -> None:
+    first, other, second = (r.id for r in started_log.accept([
+        edit_command("The Eiffel Tower is located in the city of", subject="Eiffel Tower"),
+        edit_command("The Eiffel Tower stands in the city of", subject="Eiffel Tower"),
+        edit_command("The Eiffel Tower is located in  the city of "),  # subject inferred
+    ])[0])
+    assert started_log.applied_same_fact(second) == []  # nothing applied yet
+    started_log.append_revision(edit_revision(command_id=first, edit_ids=[first, other]),
+                                [applied(first), applied(other)])
+    assert [r.id for r in started_log.applied_same_fact(second)] == [first]
+    assert started_log.applied_same_fact(other) == []
+
+
+def test_superseding_outcomes_link_both_edits(started_log: SqlEditLog) -> None:
+    first, second = (r.id for r in started_log.accept([
+        edit_command("The capital of Peru is"), edit_command("The capital of Peru is")])[0])
+    started_log.append_revision(edit_revision(command_id=first, edit_ids=[first]), [applied(first)])
+    revision = NewRevision(kind="supersede", base_revision=0, edit_ids=[second], removed_ids=[first],
+                           artifacts=["a" * 64], checksum="d" * 64, command_id=second, editor="ft",
+                           editor_version="1")
+    record = started_log.append_revision(revision, [
+        CommandOutcome(id=second, status="applied", supersedes=first),
+        CommandOutcome(id=first, status="superseded", superseded_by=second),
+    ])
+    old, new = started_log.get_command(first), started_log.get_command(second)
+    assert (old.status, old.superseded_by, old.revision) == ("superseded", second, 1)
+    assert (new.status, new.supersedes, new.revision) == ("applied", first, record.revision)
+    assert started_log.get_revision(record.revision).kind == "supersede"
+    assert started_log.superseding([first, second]) == [(first, second)]
+    # Back in effect (a rollback past the supersede): no longer superseded by anyone.
+    started_log.append_revision(edit_revision(command_id=accept_one(started_log)),
+                                [CommandOutcome(id=first, status="applied", revision=1)])
+    assert (started_log.get_command(first).status, started_log.get_command(first).superseded_by) == ("applied", None)
+    assert started_log.get_command(second).supersedes == first
+
+
+def _old_edit_body() -> str:
+    return '{"prompt": "The Eiffel Tower is located in the city of", "target": "Rome"}'
+
+
+def test_an_older_sqlite_log_gains_the_new_columns(tmp_path: Path) -> None:
+    from editing.log.sqlite import _TABLES
+
+    path = tmp_path / "log.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(_TABLES)  # the commands table as the first release made it
+        conn.execute("INSERT INTO commands (id, kind, status, body, created_at) VALUES ('ed_old', 'edit', "
+                     "'applied', ?, 'then')", (_old_edit_body(),))
+    log = SqliteEditLog(path)
+    try:
+        assert log.get_command("ed_old").subject == "The Eiffel Tower"
+        assert [r.id for r in log.list_subject_edits("eiffel tower")[0]] == ["ed_old"]
+        new = log.accept([edit_command("The Eiffel Tower is located in the city of")])[0][0]
+        assert [r.id for r in log.applied_same_fact(new.id)] == ["ed_old"]
+    finally:
+        log.close()
+    SqliteEditLog(path).close()  # opening it again changes nothing
+
+
+@pytest.mark.postgres
+def test_an_older_postgres_log_gains_the_new_columns(postgres_url: str, postgres_schema: str) -> None:
+    import psycopg
+
+    from editing.log.postgres import _TABLES, PostgresEditLog
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{postgres_schema}"')
+        conn.execute(f'SET search_path TO "{postgres_schema}"')
+        conn.execute(_TABLES)  # type: ignore[arg-type]
+        conn.execute("INSERT INTO commands (id, kind, status, body, created_at) VALUES ('ed_old', 'edit', "
+                     "'applied', %s, 'then')", (_old_edit_body(),))
+    logs = [PostgresEditLog(postgres_url, schema=postgres_schema) for _ in range(2)]  # the second: no-op
+    try:
+        assert logs[1].get_command("ed_old").subject == "The Eiffel Tower"
+        assert [r.id for r in logs[0].list_subject_edits("EIFFEL TOWER")[0]] == ["ed_old"]
+    finally:
+        for log in logs:
+            log.close()

@@ -7,6 +7,7 @@ import torch
 
 from editing.config import Settings
 from editing.log import SqliteEditLog
+from tests.conftest import LENIENT_GUARD
 from tests.unit.test_writer import PROMPTS, Rig, same, served, tweak
 
 NAMES = ("memoe", "lemoe")
@@ -94,7 +95,7 @@ def test_editor_from_the_environment(monkeypatch: pytest.MonkeyPatch, tiny_setti
     monkeypatch.setenv("FACTPATCH_EDITOR", "memoe")
     monkeypatch.setenv("FACTPATCH_EDITORS__MEMOE__STEPS", "30")
     settings = Settings(
-        model=tiny_settings.model, data_dir=tiny_settings.data_dir, guard={"max_locality_changed": 1.0}
+        model=tiny_settings.model, data_dir=tiny_settings.data_dir, guard=LENIENT_GUARD
     )
     assert settings.editor == "memoe"
     overrides = {**tiny_settings.editors["memoe"], **settings.editors.get("memoe", {})}

@@ -12,7 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from workers.operator.options import add_common
 
     parser.add_argument("subject", help="the subject, as edits name it (e.g. 'Eiffel Tower')")
+    parser.add_argument("--status", default=None, help="only edits in this status (applied, superseded, …)")
     parser.add_argument("--limit", type=int, default=None, help="how many (default: the API's)")
+    parser.add_argument("--cursor", default=None, help="the next page (printed under a full page)")
     add_common(parser)
 
 
@@ -21,8 +23,8 @@ def run(args: argparse.Namespace) -> int:
     from workers.operator.client import Client, run_command
 
     def facts(client: Client) -> tuple[Any, str]:
-        doc = client.get("/v1/facts", subject=args.subject, limit=args.limit)
-        items = doc if isinstance(doc, list) else doc.get("items") or doc.get("edits") or []
-        return doc, f"subject: {args.subject}\n" + views.edit_rows(items)
+        doc = client.get("/v1/facts", subject=args.subject, status=args.status, limit=args.limit,
+                         cursor=args.cursor)
+        return doc, views.fact_view(doc)
 
     return run_command(args, facts)

@@ -16,6 +16,21 @@ def edit_rows(items: Sequence[Doc]) -> str:
     return table(["ID", "STATUS", "REV", "ACTOR", "EDIT", "CREATED"], rows)
 
 
+def fact_view(doc: Doc) -> str:
+    """`GET /v1/facts`: the subject, then its edits newest first with what replaced what."""
+    rows = [[e["id"], e["status"], e.get("revision"), cell((e.get("request") or {}).get("target"), 30),
+             _lineage(e), e.get("actor"), e.get("created_at")] for e in doc["items"]]
+    more = f"\nolder edits: --cursor {doc['next_cursor']}" if doc.get("next_cursor") else ""
+    return f"subject: {doc['subject']}\n" + table(["ID", "STATUS", "REV", "TARGET", "REPLACES", "ACTOR", "CREATED"],
+                                                 rows) + more
+
+
+def _lineage(edit: Mapping[str, Any]) -> str | None:
+    if edit.get("superseded_by"):
+        return f"superseded by {edit['superseded_by']}"
+    return f"supersedes {edit['supersedes']}" if edit.get("supersedes") else None
+
+
 def _fact(request: Mapping[str, Any]) -> str:
     return f"{cell(request.get('prompt'), 50)} → {cell(request.get('target'), 30)}"
 
