@@ -5,8 +5,9 @@ together as one batch (`ModelHost.generate_many`):
 
 - **locality**: the prompts the edits name, and the configured canaries (share rule);
 - **standing**: the shipped common facts the model answers right (`editing.probes`); a fact counts
-  as broken when its answer no longer comes first. Their answers before a batch depend only on the
-  model's state, so the writer caches them per state checksum (`StandingCache`);
+  as broken when its answer no longer comes first. Their answers depend only on the model's state,
+  so the writer caches them per state checksum (`StandingCache`): the answers after a committed
+  batch are the next batch's answers before, and the set is decoded once per batch;
 - **neighbours**: each edit's prompt with its subject replaced by other well-known entities; one
   changes when its first `neighbour_tokens` greedy tokens do (share rule).
 
@@ -163,7 +164,8 @@ def watched(probes: GuardProbes, before: Measurement) -> list[StandingFact]:
 
 
 def reports(
-    batch: EditBatch, before: Measurement, after: Measurement, probes: GuardProbes | None = None
+    batch: EditBatch, before: Measurement, after: Measurement, probes: GuardProbes | None = None,
+    *, standing_checked: int = 0,
 ) -> list[EditReport]:
     out = []
     for i, edit in enumerate(batch.edits):
@@ -177,7 +179,7 @@ def reports(
                 target_logprob_before=before.targets[i], target_logprob_after=after.targets[i],
                 rephrases=scores, locality=_probes(edit.locality, before.locality, after.locality),
                 neighbours=_probes(own, before.neighbours, after.neighbours),
-                standing_checked=len(after.standing),
+                standing_checked=standing_checked,
             )
         )
     return out

@@ -19,9 +19,9 @@ TINY_EDITOR_CONFIGS: dict[str, dict[str, Any]] = {
     "malmen": {"untrained": True, "modules": "down_proj:0-1", "lr": 0.1},
 }
 # A random tiny model's greedy answers move with any edit, so tests that are not about the guard
-# let every edit through: no share limit on locality prompts, no derived neighbours (the standing
-# facts drop out by themselves: the tiny model answers none of them right).
-LENIENT_GUARD: dict[str, Any] = {"max_locality_changed": 1.0, "neighbours": 0}
+# let every edit through: no share limit on locality prompts, no derived neighbours, no standing
+# facts (the tiny model "answers" the one-letter ones, "K" or "O", by chance).
+LENIENT_GUARD: dict[str, Any] = {"max_locality_changed": 1.0, "neighbours": 0, "standing": []}
 
 
 @pytest.fixture(autouse=True)

@@ -7,10 +7,20 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from editing.artifacts import EditArtifact
+from editing.config import StandingFact
 from editing.editors.base import EditBatch
 from editing.errors import EditingError, EditRejectedError, GuardFailedError, to_problem
 from editing.protocol import CommandOutcome, CommandRecord, EditReport, EditSpec, RevisionRecord
-from editing.report import GuardProbes, Measurement, guard_probes, guard_verdict, measure, reports, watched
+from editing.report import (
+    GuardFinding,
+    GuardProbes,
+    Measurement,
+    guard_probes,
+    guard_verdict,
+    measure,
+    reports,
+    watched,
+)
 from workers.context import WriterContext
 from workers.rollbacks import SavedState, revert_edits
 from workers.supersede import segments, supersede_targets
@@ -94,10 +104,12 @@ def apply_batch(
     with ctx.host.lock:
         before_checksum = ctx.state.checksum
         probes = guard_probes(batch, ctx.settings.guard, replaced=_specs(ctx, old))
-        before = _measure_before(ctx, batch, probes)
         saved = SavedState(ctx) if old else None
         try:
+            # A supersede is judged from the history without the replaced edits: what the new edits
+            # do, not the replaced ones' effects going away.
             redo = revert_edits(ctx, old) if old else None
+            before = _measure_before(ctx, batch, probes, cached=redo is None)
             artifact = ctx.editor.compute(batch)
             artifact.check_finite()
         except Exception as exc:  # noqa: BLE001 - every failure is recorded on the edits
@@ -107,37 +119,46 @@ def apply_batch(
         undo = ctx.editor.apply(artifact)
         rewind = saved.restore if saved is not None else partial(ctx.editor.restore, undo)
         try:
-            facts = watched(probes, before)
-            after = measure(ctx.host, batch, ctx.settings.guard, probes, standing=facts)
-            finding = guard_verdict(before, after, ctx.settings.guard, facts)
+            after, facts, finding = _guard(ctx, batch, probes, before)
         except Exception as exc:  # noqa: BLE001
             rewind()
             return _refused(ids, exc, before_checksum, ctx)
         if finding is not None:
             rewind()
             return _refused(ids, GuardFailedError(finding.reason, broken=finding.broken), before_checksum, ctx)
-        edit_reports = reports(batch, before, after, probes)
+        edit_reports = reports(batch, before, after, probes, standing_checked=len(facts))
         try:
-            if redo is None:
-                return BatchResult(revision=_commit(ctx, ids, artifact, edit_reports))
-            return BatchResult(revision=_commit_supersede(ctx, ids, artifact, edit_reports, replaced, redo))
+            record = (_commit(ctx, ids, artifact, edit_reports) if redo is None
+                      else _commit_supersede(ctx, ids, artifact, edit_reports, replaced, redo))
         except BaseException:
             rewind()  # the log refused the commit (fenced, I/O): stop the writer
             _assert_unchanged(ctx, before_checksum)
             raise
+        ctx.standing_cache.put(record.checksum, after.standing)  # the next batch's answers before
+        return BatchResult(revision=record)
+
+
+def _guard(
+    ctx: WriterContext, batch: EditBatch, probes: GuardProbes, before: Measurement
+) -> tuple[Measurement, list[StandingFact], GuardFinding | None]:
+    """The probes after the batch (every standing fact, so the cache holds the new state's answers),
+    the standing facts it is held to, and the guard's finding (None: it passes)."""
+    facts = watched(probes, before)
+    after = measure(ctx.host, batch, ctx.settings.guard, probes, standing=probes.standing)
+    return after, facts, guard_verdict(before, after, ctx.settings.guard, facts)
 
 
 def _specs(ctx: WriterContext, edit_ids: list[str]) -> list[EditSpec]:
     return [EditSpec.model_validate(r.body) for r in ctx.log.get_commands(edit_ids)]
 
 
-def _measure_before(ctx: WriterContext, batch: EditBatch, probes: GuardProbes) -> Measurement:
-    """The batch's probes at the current state; the standing facts' answers come from the cache
-    when this state was measured before (they do not depend on the batch)."""
+def _measure_before(ctx: WriterContext, batch: EditBatch, probes: GuardProbes, *, cached: bool) -> Measurement:
+    """The batch's probes at the current state. With `cached` (the state is the recorded revision's),
+    the standing facts' answers come from the cache when this state was measured before."""
     prompts = [f.prompt for f in probes.standing]
-    known = ctx.standing_cache.get(ctx.state.checksum, prompts)
+    known = ctx.standing_cache.get(ctx.state.checksum, prompts) if cached else None
     before = measure(ctx.host, batch, ctx.settings.guard, probes, standing=probes.standing, known=known)
-    if known is None:
+    if cached and known is None:
         ctx.standing_cache.put(ctx.state.checksum, before.standing)
     return before
 

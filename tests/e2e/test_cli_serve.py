@@ -59,7 +59,7 @@ def env(tiny_model_dir: Path, tmp_path: Path) -> dict[str, str]:
         FACTPATCH_DATA_DIR=str(tmp_path / "data"),
         FACTPATCH_EDITOR="ft",
         FACTPATCH_EDITORS=json.dumps(TINY_EDITOR_CONFIGS),
-        FACTPATCH_GUARD__MAX_LOCALITY_CHANGED="1.0", FACTPATCH_GUARD__NEIGHBOURS="0",
+        FACTPATCH_GUARD__MAX_LOCALITY_CHANGED="1.0", FACTPATCH_GUARD__NEIGHBOURS="0", FACTPATCH_GUARD__STANDING="[]",
     )
     return out
 

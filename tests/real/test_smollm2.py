@@ -31,8 +31,9 @@ def ask(http: httpx.Client, prompt: str) -> dict[str, object]:
     return dict(response.json())
 
 
-@pytest.mark.parametrize("editor", ["rledit", "ft", "memoe", "lemoe"])
+@pytest.mark.parametrize("editor", ["memoe", "lemoe"])
 def test_edit_changes_the_answer_and_rollback_restores_it(editor: str, tmp_path: Path) -> None:
+    """Editors that route by subject pass the default guard with this edit (rledit and ft: below)."""
     settings = Settings(data_dir=tmp_path, models_dir=models_dir(), editor=editor)
     with embedded_service(settings) as running, running.client() as http:
         assert str(ask(http, EIFFEL)["text"]).startswith(" Paris")
@@ -46,3 +47,29 @@ def test_edit_changes_the_answer_and_rollback_restores_it(editor: str, tmp_path:
         assert rollback["status"] == "applied", rollback
         assert str(ask(http, EIFFEL)["text"]).startswith(" Paris")
         assert http.get("/v1/model").json()["checksum"] == base_checksum
+
+
+@pytest.mark.parametrize("editor", ["rledit", "ft", "lemoe"])
+def test_no_edit_silently_breaks_facts_it_does_not_name(editor: str, tmp_path: Path) -> None:
+    """The edit as apps send it (prompt, target, subject; no locality prompts). Before the guard had
+    default probes, rledit applied it and the Louvre answered Rome too. Now it is either refused,
+    naming what it broke, with the model bitwise unchanged (rledit and ft today), or applied without
+    moving the Louvre (lemoe)."""
+    settings = Settings(data_dir=tmp_path, models_dir=models_dir(), editor=editor)
+    with embedded_service(settings) as running, running.client() as http:
+        base_checksum = http.get("/v1/revisions/0").json()["checksum"]
+        edit = {"prompt": EIFFEL, "target": "Rome", "subject": "Eiffel Tower"}
+        doc = http.post("/v1/edits?wait=60", json=edit).json()
+        assert str(ask(http, LOUVRE)["text"]).startswith(" Paris"), doc
+        if editor == "lemoe":  # routes by subject: a clean edit, which the guard must let through
+            assert doc["status"] == "applied", doc
+        if doc["status"] == "rejected":
+            error = doc["error"]
+            assert error["code"] == "guard_failed" and error["broken"], doc
+            assert error["broken"][0]["prompt"] in error["detail"]
+            assert all(b["before"] != b["after"] for b in error["broken"])
+            assert http.get("/v1/model").json()["checksum"] == base_checksum
+            assert str(ask(http, EIFFEL)["text"]).startswith(" Paris")
+        else:
+            assert doc["status"] == "applied" and doc["report"]["standing_checked"] >= 60, doc
+            assert str(ask(http, EIFFEL)["text"]).startswith(" Rome")

@@ -122,3 +122,23 @@ def test_the_standing_answers_are_decoded_once_per_state(tiny_settings: Settings
     assert [rig.get(i).status for i in (first, second)] == ["rejected", "rejected"]
     # Before: once for the state (then cached); after: once per attempt (the batch and each edit).
     assert decoded.count(probe) == 1 + 3
+
+
+def test_a_committed_batch_leaves_the_next_one_its_answers_before(tiny_settings: Settings,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    facts = standing_from(new_host(), CANDIDATES)
+    rig = Rig(guarded(tiny_settings, standing=facts, max_standing_broken=len(facts)), SqliteEditLog(":memory:"))
+    decoded: list[list[int]] = []
+    real = rig.host.generate_many
+
+    def counting(requests: Any, **kwargs: Any) -> Any:
+        decoded.extend(list(r.ids) for r in requests)
+        return real(requests, **kwargs)
+
+    monkeypatch.setattr(rig.host, "generate_many", counting)
+    probe = rig.host.encode_prompt(facts[0]["prompt"])
+    for prompt, target in (EDIT, ("The capital of Peru is", "Lima")):
+        rig.edit(prompt, target)
+        rig.run()
+    assert rig.log.head().revision == 2
+    assert decoded.count(probe) == 1 + 2  # before the first batch, then once after each

@@ -61,12 +61,15 @@ def test_the_same_fact_again_replaces_the_earlier_edit_in_one_revision(rig: Rig,
 
 
 def test_rolling_back_past_the_supersede_restores_the_earlier_edit_bit_for_bit(rig: Rig) -> None:
+    at_base = rig.host.score(PROMPT, ["Berlin"])[0][0]
     first = rig.edit(PROMPT, "Rome")
     rig.run()
     at_first = served(rig.host)
     second = rig.edit(PROMPT, "Berlin")
     rig.run()
     assert rig.log.head().kind == "supersede" and answer(rig, PROMPT).startswith(" Berlin")
+    # Measured (and guarded) from the history without the replaced edit: here, the base model.
+    assert rig.get(second).report["target_logprob_before"] == pytest.approx(at_base, abs=1e-5)  # type: ignore[index]
     at_second = served(rig.host)
     rig.submit("rollback", {"to_revision": 1})
     rig.run()
