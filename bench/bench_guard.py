@@ -154,7 +154,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("source", "prompt", "target", "rejected", "reason")}), flush=True)  # noqa: T201
     result = {"editor": args.editor, "guard": settings.guard.model_dump(mode="json", exclude={"standing"}),
-              "by_source": {s: summary([r for r in rows if r["source"] == s]) for s in ("wellknown", "counterfact")},
+              "by_source": {s: summary([r for r in rows if r["source"] == s]) for s in ("wellknown", "counterfact")
+                            if any(r["source"] == s for r in rows)},
               "all": summary(rows), "rows": rows}
     if args.writer_cost:
         result["writer"] = writer_cost(host, args.editor, args.writer_cost)

@@ -9,7 +9,7 @@ together as one batch (`ModelHost.generate_many`):
   so the writer caches them per state checksum (`StandingCache`): the answers after a committed
   batch are the next batch's answers before, and the set is decoded once per batch;
 - **neighbours**: each edit's prompt with its subject replaced by other well-known entities; one
-  changes when its first `neighbour_tokens` greedy tokens do (share rule).
+  changes when its first `neighbour_tokens` greedy tokens do (share rule; by default any one).
 
 A rejection names every broken or changed prompt with its answers before and after.
 """
