@@ -129,3 +129,25 @@ def test_a_refused_supersede_leaves_the_earlier_edit_in_place(tiny_settings: Set
     assert rig.get(second).status == "rejected" and rig.get(first).status == "applied"
     assert rig.get(first).superseded_by is None and rig.log.head().revision == 1
     assert same(served(rig.host), live)
+
+
+def test_a_replica_follows_a_supersede_revision(rig: Rig, tiny_settings: Settings) -> None:
+    from editing.registry import build_editor
+    from tests.unit.test_writer import new_host
+    from workers.follower import Follower
+    from workers.state import ModelState
+
+    host = new_host()
+    editor = build_editor("ft", host=host, overrides=tiny_settings.editors.get("ft"))
+    replica = Follower(state=ModelState(host=host, editor=editor, log=rig.log), log=rig.log)
+    replica.initialise(rig.log.lineage())  # type: ignore[arg-type]
+    rig.edit(PROMPT, "Rome")
+    rig.run()
+    rig.edit(*PROMPTS[1])
+    rig.run()
+    assert replica.catch_up() == 2
+    rig.edit(PROMPT, "Berlin")
+    rig.run()
+    assert rig.log.head().kind == "supersede" and replica.catch_up() == 1
+    assert replica.state.revision == 3 and replica.state.compute_checksum() == rig.log.head().checksum
+    assert same(served(host), served(rig.host))
