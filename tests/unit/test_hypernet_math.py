@@ -10,6 +10,7 @@ from editing.editors.hypernet.network import HyperBank
 from editing.editors.hypernet.normaliser import NormStats, merged, standardise
 from editing.editors.hypernet.solve import (
     Keep,
+    compact,
     dense_shift,
     linear_update,
     meta_grads,
@@ -62,6 +63,22 @@ def test_push_through_solve_equals_primal(gen: torch.Generator, n: int, keep: in
     shift = dense_shift(solution.left.double(), solution.coeffs.double())  # (d_k, d_v)
     torch.testing.assert_close(shift, primal_shift(keys, desired, lam, term), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(linear_update(solution.left, solution.coeffs).T.double(), shift, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("keep", [None, 3])
+@pytest.mark.parametrize("protected", [2, 9])  # dual (N < d_k) and primal (N >= d_k)
+def test_compact_factors_drop_protected_rows_and_keep_the_shift(gen: torch.Generator, protected: int,
+                                                               keep: int | None) -> None:
+    """Protected keys (desired change 0) shape the solve but need not be stored: 2 rows give the same ΔW."""
+    keys = torch.randn(2 + protected, 8, generator=gen)
+    desired = torch.cat([torch.randn(2, 5, generator=gen), torch.zeros(protected, 5)])
+    term = None if keep is None else random_keep(8, keep)
+    solution = solve(keys, desired, 0.7, term)
+    left, coeffs = compact(solution, keys, desired, 2)
+    assert left.shape == (2, 8) and coeffs.shape == (2, 5)
+    torch.testing.assert_close(linear_update(left, coeffs), linear_update(solution.left, solution.coeffs),
+                               rtol=1e-4, atol=1e-5)
+    assert linear_update(left, coeffs).T.double().sub(primal_shift(keys, desired, 0.7, term)).abs().max() < 1e-4
 
 
 def test_without_keep_the_factors_are_the_spec_ridge() -> None:

@@ -78,7 +78,7 @@ def test_refinement_lowers_every_edits_loss_and_stops_when_it_is_low() -> None:
     assert taken == 30
     from editing.editors.hypernet.refine import _added
 
-    with _added(host.model, changes, sites), torch.no_grad():
+    with _added(host.model, changes, sites, torch.arange(2)), torch.no_grad():
         after = per_edit_nll(answer_logits(host.model, tokens), tokens)
     assert bool((after < before - 1.0).all()), (before, after)
     _, stopped = refine(host.model, tokens, sites, start, logits_fn=logits, steps=30, lr=0.5, stop_nll=1e9)
@@ -99,7 +99,7 @@ def test_a_subject_keyed_edit_lands_and_named_prompts_keep_every_tokens_output()
         shift = artifact.tensors[f"coeffs/{module}"].T @ artifact.tensors[f"left/{module}"]
         own = artifact.tensors[f"left/{module}"].shape[0]
         assert float((keys @ shift.T).norm()) < 1e-2 * max(1.0, float(shift.norm())), module
-        assert own == 1 + len(host.encode_prompt(guarded))
+        assert own == 1  # the protected rows shape the solve but are not stored (solve.compact)
     editor.apply(artifact)
     assert host.score(EIFFEL.prompt, [EIFFEL.target])[0][0] > before + 1.0
 
@@ -113,4 +113,31 @@ def test_a_subject_keyed_checkpoint_trains_and_says_so(tmp_path: Path) -> None:
     editor = build_editor("rledit", host=deep_host(), overrides={"checkpoint": str(path), "refine_steps": 2})
     artifact = editor.compute(EditBatch("b", (EIFFEL,)))
     assert artifact.meta["key_site"] == "subject"
+    assert all(artifact.tensors[f"left/{m}"].shape[0] == 1 for m in editor.modules)
+
+
+def test_refinement_fits_each_edit_in_its_contexts_with_one_shared_change() -> None:
+    """Two contexts of one edit (the prompt, and after a neutral sentence) own one change: refining
+    lowers the answer's loss in both, and the artifact still has one key row per edit."""
+    from editing.editors.hypernet.refine import _added, contexts
+
+    host = deep_host()
+    prompts = contexts(host, EIFFEL.prompt, prefixes=("I was reading about it today. ",), chat=True)
+    assert prompts[:2] == [EIFFEL.prompt, "I was reading about it today. " + EIFFEL.prompt]
+    assert len(prompts) == 2 + bool(getattr(host.tokenizer, "chat_template", None))
+    modules = ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"]
+    pairs = [(p, EIFFEL.target) for p in prompts]
+    tokens = host.encode_pairs(pairs)
+    sites = position_mask(tokens, subject_positions(host, prompts, ["Eiffel Tower"] * len(prompts)))
+    owner = torch.zeros(len(prompts), dtype=torch.long)
+    prefix = PrefixCache(host, modules)
+    changes, _ = refine(host.model, tokens, sites, {m: torch.zeros(1, 32) for m in modules},
+                        logits_fn=lambda: prefix.logits(pairs)[0], steps=30, lr=2.0, stop_nll=0.0, owner=owner)
+    assert all(c.shape == (1, 32) for c in changes.values())
+    before = per_edit_nll(answer_logits(host.model, tokens), tokens)
+    with _added(host.model, changes, sites, owner), torch.no_grad():
+        after = per_edit_nll(answer_logits(host.model, tokens), tokens)
+    assert bool((after < before - 0.5).all()), (before, after)
+    editor = build_editor("rledit", host=host, overrides={**SUBJECT, "refine_steps": 3})
+    artifact = editor.compute(EditBatch("b", (EIFFEL,)))
     assert all(artifact.tensors[f"left/{m}"].shape[0] == 1 for m in editor.modules)

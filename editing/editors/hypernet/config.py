@@ -71,10 +71,18 @@ class HypernetConfig(EditorConfig):
         "'subject' last token). A checkpoint fixes its own (its card's key_site).",
     )
     refine_steps: int = Field(
-        8, ge=0, description="Subject-keyed checkpoints: most Adam steps that finish the network's desired "
+        10, ge=0, description="Subject-keyed checkpoints: most Adam steps that finish the network's desired "
         "changes (each a forward+backward from the lowest edited layer); 0 = one-shot network only.",
     )
     refine_lr: float = Field(0.5, gt=0, description="Adam step size of the refinement.")
+    refine_prefixes: tuple[str, ...] = Field(
+        ("I was reading about it today. ",), description="Neutral sentences each edit is also fitted after "
+        "during refinement, so the change holds in other contexts than its exact prompt.",
+    )
+    refine_chat: bool = Field(
+        True, description="Refinement also fits each edit as the start of the assistant's turn in the model's "
+        "chat template (when it has one), so chat-form questions see it.",
+    )
     refine_stop_nll: float = Field(
         0.05, ge=0, description="Refinement stops once every edit's mean answer-token NLL is below this.",
     )

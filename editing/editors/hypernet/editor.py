@@ -30,8 +30,8 @@ from editing.editors.hypernet.modules import resolve_modules, slots
 from editing.editors.hypernet.network import HyperBank
 from editing.editors.hypernet.normaliser import NormStats, merged
 from editing.editors.hypernet.prefix import PrefixCache
-from editing.editors.hypernet.refine import refine
-from editing.editors.hypernet.solve import linear_update, solve
+from editing.editors.hypernet.refine import contexts, refine
+from editing.editors.hypernet.solve import compact, linear_update, solve
 from editing.editors.hypernet.state import Factors, collect
 from editing.errors import CheckpointMismatchError, InvalidEditError
 from editing.host import TokenBatch
@@ -109,7 +109,7 @@ class HypernetEditor(Editor):
             desired = {m: self.desired(m, f, stats) for m, f in factors.items()}
         steps = 0
         if sites is not None and self.config.refine_steps:
-            desired, steps = self.refined(batch.pairs, tokens, sites, desired)
+            desired, steps = self.refined(batch, desired)
         protected, n_protected = self.protected_keys(batch)
         tensors: dict[str, Tensor] = {}
         lambdas = {}
@@ -171,16 +171,25 @@ class HypernetEditor(Editor):
         slot = self.bank.module_slots[module]
         return self.bank.net(module).desired(f.keys, f.grads, slot.index, stats[slot.shape], self.config.chunk_size)
 
-    def refined(self, pairs: list[tuple[str, str]], tokens: TokenBatch, sites: Tensor, desired: dict[str, Tensor]
-                ) -> tuple[dict[str, Tensor], int]:
-        """The desired changes after refine.py's steps (the network's are the start)."""
+    def refined(self, batch: EditBatch, desired: dict[str, Tensor]) -> tuple[dict[str, Tensor], int]:
+        """The desired changes after refine.py's steps (the network's are the start), each edit fitted in
+        its contexts (refine.contexts)."""
+        rows: list[tuple[str, str, str | None, int]] = []
+        for index, edit in enumerate(batch.edits):
+            subject = edit_subject(edit.prompt, edit.subject)
+            rows += [(p, edit.target, subject, index) for p in contexts(
+                self.host, edit.prompt, prefixes=self.config.refine_prefixes, chat=self.config.refine_chat)]
+        pairs = [(p, t) for p, t, _, _ in rows]
+        tokens = self.host.encode_pairs(pairs)
+        sites = position_mask(tokens, subject_positions(self.host, [r[0] for r in rows], [r[2] for r in rows]))
+        owner = torch.tensor([r[3] for r in rows], device=tokens.input_ids.device)
         prefix = PrefixCache(self.host, self.modules)
 
         def logits() -> Tensor:
             return prefix.logits(pairs)[0]
 
         return refine(self.host.model, tokens, sites, desired, logits_fn=logits, steps=self.config.refine_steps,
-                      lr=self.config.refine_lr, stop_nll=self.config.refine_stop_nll)
+                      lr=self.config.refine_lr, stop_nll=self.config.refine_stop_nll, owner=owner)
 
     def solved(self, module: str, keys: Tensor, desired: Tensor, protected: Tensor | None = None
                ) -> tuple[tuple[Tensor, Tensor], float]:
@@ -188,12 +197,15 @@ class HypernetEditor(Editor):
         solve with a desired change of 0."""
         slot = self.bank.module_slots[module]
         net = self.bank.net(module)
+        rows = keys.shape[0]
         if protected is not None and protected.shape[0]:
             keys = torch.cat([keys, PROTECT_SCALE * protected])  # (N + n, d_k)
             desired = torch.cat([desired, desired.new_zeros(protected.shape[0], desired.shape[1])])
         lam = self.config.ridge or float(net.ridge(slot.index))
         solution = solve(keys, desired, lam, net.keep(slot.index, self.config.keep_coef, self.config.keep_rank))
-        return (solution.left, solution.coeffs), lam
+        if keys.shape[0] == rows:
+            return (solution.left, solution.coeffs), lam
+        return compact(solution, keys, desired, rows), lam
 
     # ---- apply / state -------------------------------------------------------------------------
     def apply(self, artifact: EditArtifact) -> Undo:

@@ -4,31 +4,34 @@ The network turns one gradient into a desired change D_m of each edited module's
 subject's last token. At mid layers the map from that change to the answer is far from linear,
 so a single step rarely lands a fact the model is sure of. `refine` finishes it: a few Adam steps
 on the changes themselves (not on any weight), each one forward + backward from the lowest edited
-layer, stopping as soon as every edit's answer is likely enough. The weights are then solved for
+layer, stopping as soon as every edit's answer is likely enough. Each edit is fitted in several
+contexts at once (the prompt alone, after a neutral sentence, inside the model's chat template:
+see `contexts`), so the change says "this subject's answer is the target" rather than fitting one
+token sequence, and rephrases and chat questions follow it. The weights are then solved for
 these changes exactly as for the network's (solve.py). With `steps = 0` the editor is the plain
 one-shot hypernetwork.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 
 from editing.editors.hypernet.state import answer_rows, per_example_mean
-from editing.host import TokenBatch
+from editing.host import ModelHost, TokenBatch
 
 
 @contextmanager
-def _added(model: nn.Module, changes: dict[str, Tensor], sites: Tensor) -> Iterator[None]:
-    """Forward hooks that add changes[m] (B, d_v) to module m's output at each row's site."""
+def _added(model: nn.Module, changes: dict[str, Tensor], sites: Tensor, owner: Tensor) -> Iterator[None]:
+    """Forward hooks that add changes[m][owner[r]] (d_v) to module m's output at row r's site."""
     rows, cols = sites.nonzero(as_tuple=True)  # one site per row, in row order
 
     def hook(name: str) -> Callable[[nn.Module, tuple[Tensor, ...], Tensor], Tensor]:
         def add(module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> Tensor:
-            return out.index_put((rows, cols), out[rows, cols] + changes[name].to(out.dtype))
+            return out.index_put((rows, cols), out[rows, cols] + changes[name][owner].to(out.dtype))
 
         return add
 
@@ -49,17 +52,20 @@ def per_edit_nll(logits: Tensor, tokens: TokenBatch) -> Tensor:
 
 def refine(
     model: nn.Module, tokens: TokenBatch, sites: Tensor, start: dict[str, Tensor], *, logits_fn: Callable[[], Tensor],
-    steps: int, lr: float, stop_nll: float,
+    steps: int, lr: float, stop_nll: float, owner: Tensor | None = None,
 ) -> tuple[dict[str, Tensor], int]:
-    """(refined changes per module (B, d_v) fp32, steps taken). `logits_fn()` returns the (N, V)
-    answer-position logits of `tokens` on the current model (hooks included). `lr` is the step of the
-    whole change: each of the M modules moves by lr / M, so spreading an edit over more layers does
-    not make it larger."""
+    """(refined changes per module (B, d_v) fp32, steps taken). `tokens` holds R ≥ B rows: each edit in
+    one or more contexts, row r belonging to edit `owner[r]` (default: row r is edit r), and the change
+    of an edit is shared by all its rows. `logits_fn()` returns the (N, V) answer-position logits of
+    `tokens` on the current model (hooks included). `lr` is the step of the whole change: each of the M
+    modules moves by lr / M, so spreading an edit over more layers does not make it larger."""
     changes = {m: d.detach().clone().float().requires_grad_(True) for m, d in start.items()}
+    if owner is None:
+        owner = torch.arange(tokens.input_ids.shape[0], device=tokens.input_ids.device)
     optimiser = torch.optim.Adam(list(changes.values()), lr=lr / max(len(changes), 1))
     taken = 0
     for _ in range(steps):
-        with _added(model, changes, sites), torch.enable_grad():
+        with _added(model, changes, sites, owner), torch.enable_grad():
             nll = per_edit_nll(logits_fn(), tokens)
             if float(nll.detach().max()) < stop_nll:
                 break
@@ -70,3 +76,15 @@ def refine(
         optimiser.step()
         taken += 1
     return {m: c.detach() for m, c in changes.items()}, taken
+
+
+def contexts(host: ModelHost, prompt: str, *, prefixes: Sequence[str], chat: bool) -> list[str]:
+    """The prompts one edit is fitted in: itself, after each of `prefixes`, and (with `chat`, when the
+    model has a chat template) as the start of the assistant's answer to the prompt asked as a
+    user turn."""
+    out = [prompt] + [prefix + prompt for prefix in prefixes]
+    if chat and getattr(host.tokenizer, "chat_template", None):
+        turn = host.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                                  tokenize=False)
+        out.append(str(turn) + prompt)
+    return out

@@ -78,6 +78,18 @@ def solve(keys: Tensor, desired: Tensor, lam: float, keep: Keep | None = None) -
                     keep=keep)
 
 
+def compact(solution: Solution, keys: Tensor, desired: Tensor, rows: int) -> tuple[Tensor, Tensor]:
+    """Factors (L' (rows, d_k), C' (rows, d_v)) fp32 with L'ᵀC' = LᵀC when only the first `rows` rows of D
+    can be nonzero (the rest are protected keys, desired change 0): ΔW = (K H⁻¹)ᵀ D with H = KᵀK + A₀,
+    and K H⁻¹ = M⁻¹ L in the dual case. The stored artifact then grows with the edits, not with the
+    prompts they protect."""
+    if solution.dual:
+        left = torch.cholesky_solve(solution.left.to(torch.float64), solution.factor)[:rows]  # M⁻¹ L
+    else:
+        left = torch.cholesky_solve(keys[:rows].to(torch.float64).T, solution.factor).T  # K_e H⁻¹
+    return left.to(torch.float32), desired[:rows].to(torch.float32)
+
+
 def dense_shift(left: Tensor, coeffs: Tensor) -> Tensor:
     """ΔW = Lᵀ C in (d_k, d_v) orientation (tests and the regulariser; edits never store it)."""
     return left.T @ coeffs
