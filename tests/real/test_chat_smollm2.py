@@ -21,10 +21,8 @@ QUESTION = [{"role": "user", "content": "Where is the Eiffel Tower?"}]
 
 
 def test_a_chat_question_after_an_edit_answers_the_new_fact(tmp_path: Path) -> None:
-    # About chat, not the guard: with the default guard, SmolLM2's rledit edit of this fact is refused
-    # (it breaks standing facts; tests/real/test_smollm2.py), so only the locality share rule runs here.
-    settings = Settings(data_dir=tmp_path, models_dir=models_dir(), editor="rledit",
-                        guard={"standing": [], "neighbours": 0})
+    # Every default: rledit's subject-keyed checkpoint and the guard's standing and neighbour probes.
+    settings = Settings(data_dir=tmp_path, models_dir=models_dir(), editor="rledit")
     with embedded_service(settings) as running, running.client() as http:
         client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=120)
         model = client.models.list().data[0].id

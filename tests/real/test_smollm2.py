@@ -51,17 +51,17 @@ def test_edit_changes_the_answer_and_rollback_restores_it(editor: str, tmp_path:
 
 @pytest.mark.parametrize("editor", ["rledit", "ft", "lemoe"])
 def test_no_edit_silently_breaks_facts_it_does_not_name(editor: str, tmp_path: Path) -> None:
-    """The edit as apps send it (prompt, target, subject; no locality prompts). Before the guard had
-    default probes, rledit applied it and the Louvre answered Rome too. Now it is either refused,
-    naming what it broke, with the model bitwise unchanged (rledit and ft today), or applied without
-    moving the Louvre (lemoe)."""
+    """The edit as apps send it (prompt, target, subject; no locality prompts). With keys read at the
+    last layers' answer position, rledit moved the Louvre to Rome too; keyed at the subject it must
+    apply the edit cleanly, as lemoe does. Any editor may be refused, naming what it broke, with the
+    model bitwise unchanged (ft today), but none may apply it and move the Louvre."""
     settings = Settings(data_dir=tmp_path, models_dir=models_dir(), editor=editor)
     with embedded_service(settings) as running, running.client() as http:
         base_checksum = http.get("/v1/revisions/0").json()["checksum"]
         edit = {"prompt": EIFFEL, "target": "Rome", "subject": "Eiffel Tower"}
         doc = http.post("/v1/edits?wait=60", json=edit).json()
         assert str(ask(http, LOUVRE)["text"]).startswith(" Paris"), doc
-        if editor == "lemoe":  # routes by subject: a clean edit, which the guard must let through
+        if editor in ("lemoe", "rledit"):  # subject-keyed: a clean edit, which the guard must let through
             assert doc["status"] == "applied", doc
         if doc["status"] == "rejected":
             error = doc["error"]

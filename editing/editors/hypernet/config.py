@@ -76,11 +76,12 @@ class HypernetConfig(EditorConfig):
     )
     refine_lr: float = Field(0.5, gt=0, description="Adam step size of the refinement.")
     refine_prefixes: tuple[str, ...] = Field(
-        ("I was reading about it today. ",), description="Neutral sentences each edit is also fitted after "
-        "during refinement, so the change holds in other contexts than its exact prompt.",
+        (), description="Neutral sentences each edit is also fitted after during refinement, so the change "
+        "holds in other contexts than its exact prompt (each one costs about one more refinement; "
+        "docs/hypernet.md §5 has what one bought).",
     )
     refine_chat: bool = Field(
-        True, description="Refinement also fits each edit as the start of the assistant's turn in the model's "
+        False, description="Refinement also fits each edit as the start of the assistant's turn in the model's "
         "chat template (when it has one), so chat-form questions see it.",
     )
     refine_stop_nll: float = Field(
