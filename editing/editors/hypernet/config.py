@@ -85,7 +85,9 @@ class HypernetConfig(EditorConfig):
         "chat template (when it has one), so chat-form questions see it.",
     )
     refine_stop_nll: float = Field(
-        0.05, ge=0, description="Refinement stops once every edit's mean answer-token NLL is below this.",
+        0.0, ge=0, description="Refinement stops early once every edit's mean answer-token NLL is below this; "
+        "0 = always the full refine_steps (an edit fitted only until its own prompt is sure of it follows "
+        "rephrases and chat questions less: docs/hypernet.md §5).",
     )
 
 
