@@ -13,7 +13,7 @@ logger = logging.getLogger("factpatch")
 
 # (flag, TrainConfig field, type, help)
 _TRAIN_FLAGS: tuple[tuple[str, str, type, str], ...] = (
-    ("--modules", "modules", str, "edited modules: preset (A-D), 'gate_proj:10-14,up_proj:17-23' or dotted names"),
+    ("--modules", "modules", str, "edited modules: preset (A-F; F = down_proj:4-8, the default), 'gate_proj:10-14,up_proj:17-23' or dotted names"),
     ("--key-site", "key_site", str, "where keys are read: subject (last token of the subject) or answer"),
     ("--turns", "turns", int, "T: turns per trajectory"),
     ("--edits-per-turn", "edits_per_turn", int, "n: edits per turn"),

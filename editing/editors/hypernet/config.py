@@ -101,7 +101,7 @@ class TrainConfig(BaseModel):
 
     editor: EditorKind = Field("rledit", description="rledit: trajectories on the evolving model; malmen: "
                                "single turns from the base model.")
-    modules: str = Field("E", description="Edited modules (preset, groups or dotted names; see HypernetConfig).")
+    modules: str = Field("F", description="Edited modules (preset, groups or dotted names; see HypernetConfig).")
     key_site: KeySite = Field("subject", description="Where keys are read: the last token of each edit's "
                               "subject ('subject', docs/hypernet.md §5) or the answer-predicting positions "
                               "('answer', the spec's).")
@@ -120,11 +120,11 @@ class TrainConfig(BaseModel):
     )
     lambda_lr: float = Field(0.05, gt=0, description="Adam learning rate of the log ridge weights λ̃.")
     max_grad_norm: float = Field(1.0, gt=0, description="Clip of the running meta-gradient after every turn.")
-    steps: int = Field(45, ge=0, description="Optimizer steps; each rolls out a fresh trajectory from W_0.")
+    steps: int = Field(10, ge=0, description="Optimizer steps; each rolls out a fresh trajectory from W_0.")
     prime_batches: int = Field(
         20, ge=0, description="Base-model batches that fill the normaliser before the first update."
     )
-    keep_rank: int = Field(256, ge=0, description="r: rank of each module's keep basis (0: none, the spec's ridge).")
+    keep_rank: int = Field(512, ge=0, description="r: rank of each module's keep basis (0: none, the spec's ridge).")
     keep_coef: float = Field(100.0, ge=0, description="μ: weight of the keep term μ·C₀ in the ridge regulariser.")
     keep_cases: int = Field(640, ge=1, description="Training cases whose ordinary inputs estimate C₀.")
     seed: int = Field(0, description="Seed of the network initialisation and of the data order.")

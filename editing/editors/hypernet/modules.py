@@ -21,7 +21,8 @@ PRESETS: dict[str, str] = {
     "B": "gate_proj:20-28,up_proj:20-28",
     "C": "down_proj:16-17",
     "D": "down_proj:27-28",
-    "E": "down_proj:26-27",  # measured default for SmolLM2 (docs/hypernet.md)
+    "E": "down_proj:26-27",  # the answer-keyed default for SmolLM2 (docs/hypernet.md §5)
+    "F": "down_proj:4-8",  # the subject-keyed default for SmolLM2 (docs/hypernet.md §5a)
 }
 PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 
