@@ -4,11 +4,11 @@ For batch sizes 1, 8 and 32 (CounterFact val prompts and their new targets) it t
 warm-up, the median over `--repeats` of:
   - fb:      one forward + backward of the model (mean CE over the target tokens, full logits,
              gradients for every parameter: an ordinary training step without the update);
-  - compute: `editor.compute(batch)` (state pass, normaliser, network, ridge solve);
+  - compute: `editor.compute(batch)` (state pass, normaliser, network, refinement, ridge solve);
   - apply:   `editor.apply(artifact)` plus `editor.restore(undo)` (so the model stays at the base);
 and reports compute/fb and edits per second = batch / (compute + apply + restore).
 
-  FACTPATCH_DATA_DIR=/tmp/fpdata python bench/hypernet_speed.py --threads 1
+  FACTPATCH_DATA_DIR=/tmp/fpdata python bench/hypernet_speed.py --threads 1 [--set refine_steps=0]
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,8,32")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="editor config override (JSON value), e.g. refine_steps=0; repeatable")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -66,7 +68,8 @@ def main() -> None:
     from editing.registry import build_editor
 
     host = load_host(Settings(dtype="float32"))
-    overrides = {"checkpoint": args.checkpoint} if args.checkpoint else {}
+    overrides: dict[str, Any] = {"checkpoint": args.checkpoint} if args.checkpoint else {}
+    overrides.update({key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)})
     editor = build_editor(args.editor, host=host, overrides=overrides)
     cases = load_cases(args.data)
     rows = []
@@ -90,7 +93,7 @@ def main() -> None:
                      "edits_per_s": round(size / (compute + apply), 2)})
         print(json.dumps(rows[-1]), flush=True)  # noqa: T201 - a bench script reports on stdout
     info = {"threads": torch.get_num_threads(), "device": str(host.device), "editor": args.editor,
-            "modules": len(editor.tracked_parameters())}
+            "modules": len(editor.tracked_parameters()), "overrides": overrides}
     print(json.dumps(info))  # noqa: T201
 
 

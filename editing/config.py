@@ -95,7 +95,12 @@ class GuardConfig(BaseModel):
         "(0: any one; measured on SmolLM2 in docs/benchmarks.md).",
     )
     neighbour_tokens: int = Field(
-        3, ge=1, description="Leading greedy tokens compared per derived neighbour (the answer, not the rest)."
+        3, ge=1, description="Leading greedy tokens decoded per derived neighbour (the answer, not the rest)."
+    )
+    neighbour_match: Literal["answer_word", "tokens"] = Field(
+        "answer_word", description="When a derived neighbour counts as changed: its answer word (the first word "
+        "that is not an article, case and punctuation ignored) differs, or ('tokens') any of its leading tokens "
+        "does (measured in docs/benchmarks.md).",
     )
 
 

@@ -9,7 +9,10 @@ together as one batch (`ModelHost.generate_many`):
   so the writer caches them per state checksum (`StandingCache`): the answers after a committed
   batch are the next batch's answers before, and the set is decoded once per batch;
 - **neighbours**: each edit's prompt with its subject replaced by other well-known entities; one
-  changes when its first `neighbour_tokens` greedy tokens do (share rule; by default any one).
+  changes when the answer word of its first `neighbour_tokens` greedy tokens does (the first word
+  that is not an article: " Spanish." → " Spanish, which" is no change, " a company called" →
+  " Nintendo, and" is one), or with `neighbour_match = "tokens"` when any of those tokens does
+  (share rule; by default any one).
 
 A rejection names every broken or changed prompt with its answers before and after.
 """
@@ -25,7 +28,7 @@ from editing.config import GuardConfig, StandingFact
 from editing.editors.base import EditBatch
 from editing.generation import GenerationRequest, Sampling
 from editing.host import ModelHost
-from editing.probes import answers_fact, derived_neighbours, standing_facts, watched_standing
+from editing.probes import answer_word, answers_fact, derived_neighbours, standing_facts, watched_standing
 from editing.protocol import EditReport, EditSpec, LocalityProbe, ProbeScore
 from editing.subjects import edit_subject
 
@@ -256,6 +259,8 @@ def _neighbour_check(
     if not before.neighbours:
         return None
     changed = _changed("neighbour", list(before.neighbours), before.neighbours, after.neighbours)
+    if guard.neighbour_match == "answer_word":
+        changed = [c for c in changed if answer_word(c["before"]) != answer_word(c["after"])]
     share = len(changed) / len(before.neighbours)
     if share <= guard.max_neighbours_changed:
         return None

@@ -31,6 +31,7 @@ from editing.subjects import edit_subject, relation_template, subject_key, subje
 __all__ = [
     "StandingFact",
     "about_any",
+    "answer_word",
     "answers_fact",
     "derived_neighbours",
     "entity_pool",
@@ -103,6 +104,16 @@ def answers_fact(text: str, answer: str) -> bool:
     (case, spacing and punctuation ignored; " carbon." does not answer "C")."""
     expected = _words(answer).split()
     return bool(expected) and _words(text).split()[: len(expected)] == expected
+
+
+_ARTICLES = frozenset({"the", "a", "an"})
+
+
+def answer_word(text: str) -> str:
+    """The first word of a continuation that is not an article, case and punctuation ignored: what a
+    short greedy answer says (" the Portuguese language" and " Portuguese, and" both say "portuguese")."""
+    words = _words(text).split()
+    return next((w for w in words if w not in _ARTICLES), "")
 
 
 def _words(text: str) -> str:

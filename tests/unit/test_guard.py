@@ -142,3 +142,29 @@ def test_a_committed_batch_leaves_the_next_one_its_answers_before(tiny_settings:
         rig.run()
     assert rig.log.head().revision == 2
     assert decoded.count(probe) == 1 + 2  # before the first batch, then once after each
+
+
+def test_a_neighbour_changes_when_its_answer_word_does_not_when_its_wording_does() -> None:
+    """Measured on SmolLM2 (docs/benchmarks.md): weight edits reword answers they do not change
+    (" Spanish." -> " Spanish, which"); by default only a new answer word counts, and
+    neighbour_match="tokens" restores the strict rule."""
+    from editing.config import GuardConfig
+    from editing.probes import answer_word
+    from editing.report import Measurement, guard_verdict
+
+    assert answer_word(" the Portuguese language") == answer_word(" Portuguese, and") == "portuguese"
+    assert answer_word(" Spanish.\n") == answer_word(" Spanish, which") == "spanish"
+    assert answer_word(" a company called") != answer_word(" Nintendo, and")
+    before = {"The official language of Venezuela is": " Spanish.\n", "The Game Boy is made by": " a company called"}
+    reworded = {**before, "The official language of Venezuela is": " Spanish, which"}
+    moved = {**reworded, "The Game Boy is made by": " Nintendo, and"}
+
+    def verdict(after: dict[str, str], **guard: Any) -> Any:
+        return guard_verdict(Measurement([], [], {}, neighbours=before), Measurement([], [], {}, neighbours=after),
+                             GuardConfig(**guard))
+
+    assert verdict(reworded) is None
+    finding = verdict(moved)
+    assert finding is not None and [b["prompt"] for b in finding.broken] == ["The Game Boy is made by"]
+    strict = verdict(reworded, neighbour_match="tokens")
+    assert strict is not None and [b["prompt"] for b in strict.broken] == ["The official language of Venezuela is"]
