@@ -94,8 +94,8 @@ def probe(client: httpx.Client, data: dict[str, Any]) -> dict[str, list[str]]:
                 for name, bodies in groups.items()}
 
 
-def submit_all(client: httpx.Client, data: dict[str, Any]) -> tuple[list[str], list[float]]:
-    statuses, seconds = [], []
+def submit_all(client: httpx.Client, data: dict[str, Any]) -> tuple[list[str], list[float], list[str | None]]:
+    statuses, seconds, errors = [], [], []
     for edit in data["edits"]:
         body = {"prompt": edit["prompt"], "target": edit["target"], "subject": edit["subject"]}
         started = time.perf_counter()
@@ -107,8 +107,9 @@ def submit_all(client: httpx.Client, data: dict[str, Any]) -> tuple[list[str], l
             time.sleep(1)
             doc = client.get(f"/v1/edits/{doc['id']}").json()
         statuses.append(str(doc["status"]))
+        errors.append((doc.get("error") or {}).get("detail"))
         seconds.append(time.perf_counter() - started)
-    return statuses, seconds
+    return statuses, seconds, errors
 
 
 def score(data: dict[str, Any], before: dict[str, list[str]], after: dict[str, list[str]],
@@ -149,7 +150,7 @@ def run_one(editor: str, url: str | None, data: dict[str, Any]) -> dict[str, Any
                 if proc is not None:
                     wait_ready(client, proc)
                 before = probe(client, data)
-                statuses, seconds = submit_all(client, data)
+                statuses, seconds, errors = submit_all(client, data)
                 after = probe(client, data)
                 model = client.get("/v1/model").json()
         finally:
@@ -157,7 +158,7 @@ def run_one(editor: str, url: str | None, data: dict[str, Any]) -> dict[str, Any
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
     result = score(data, before, after, statuses)
-    result.update(editor=model.get("editor", editor), revision=model.get("revision"),
+    result.update(errors=errors, editor=model.get("editor", editor), revision=model.get("revision"),
                   edit_seconds_median=sorted(seconds)[len(seconds) // 2], before=before, after=after)
     return result
 
