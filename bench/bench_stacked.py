@@ -12,20 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
-
-DATA = Path(__file__).parent / "data" / "wellknown.json"
-
-
-def names(text: str, name: str, words: int = 8) -> bool:
-    """Whether `name` appears among the first `words` words of `text` (case-insensitive)."""
-    head = " ".join(re.findall(r"\S+", text)[:words]).lower()
-    return re.search(rf"(?<!\w){re.escape(name.lower())}(?!\w)", head) is not None
+from bench_wellknown import DATA, names  # the same set and the same "names the answer" rule
 
 
 def answers(host: Any, data: dict[str, Any], facts: list[Any]) -> dict[str, list[str]]:

@@ -78,7 +78,7 @@ class HypernetConfig(EditorConfig):
     refine_prefixes: tuple[str, ...] = Field(
         (), description="Neutral sentences each edit is also fitted after during refinement, so the change "
         "holds in other contexts than its exact prompt (each one costs about one more refinement; "
-        "docs/hypernet.md §5 has what one bought).",
+        "docs/hypernet.md §5a has what one bought).",
     )
     refine_chat: bool = Field(
         False, description="Refinement also fits each edit as the start of the assistant's turn in the model's "
@@ -87,7 +87,7 @@ class HypernetConfig(EditorConfig):
     refine_stop_nll: float = Field(
         0.0, ge=0, description="Refinement stops early once every edit's mean answer-token NLL is below this; "
         "0 = always the full refine_steps (an edit fitted only until its own prompt is sure of it follows "
-        "rephrases and chat questions less: docs/hypernet.md §5).",
+        "rephrases and chat questions less: docs/hypernet.md §5a).",
     )
 
 
@@ -103,7 +103,7 @@ class TrainConfig(BaseModel):
                                "single turns from the base model.")
     modules: str = Field("F", description="Edited modules (preset, groups or dotted names; see HypernetConfig).")
     key_site: KeySite = Field("subject", description="Where keys are read: the last token of each edit's "
-                              "subject ('subject', docs/hypernet.md §5) or the answer-predicting positions "
+                              "subject ('subject', docs/hypernet.md §5a) or the answer-predicting positions "
                               "('answer', the spec's).")
     turns: int = Field(10, ge=1, description="T: turns per trajectory (malmen: independent batches per step).")
     edits_per_turn: int = Field(10, ge=1, description="n: edits per turn.")

@@ -4,10 +4,10 @@ The network turns one gradient into a desired change D_m of each edited module's
 subject's last token. At mid layers the map from that change to the answer is far from linear,
 so a single step rarely lands a fact the model is sure of. `refine` finishes it: a few Adam steps
 on the changes themselves (not on any weight), each one forward + backward from the lowest edited
-layer, stopping as soon as every edit's answer is likely enough. Each edit is fitted in several
-contexts at once (the prompt alone, after a neutral sentence, inside the model's chat template:
-see `contexts`), so the change says "this subject's answer is the target" rather than fitting one
-token sequence, and rephrases and chat questions follow it. The weights are then solved for
+layer (all `steps` of them by default; optionally stopping once every edit's answer is likely
+enough). An edit can also be fitted in more contexts than its own prompt (after neutral sentences,
+inside the model's chat template: `contexts`; off by default, docs/hypernet.md §5a has what they
+bought and cost), one change shared by all of them. The weights are then solved for
 these changes exactly as for the network's (solve.py). With `steps = 0` the editor is the plain
 one-shot hypernetwork.
 """
