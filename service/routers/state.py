@@ -27,8 +27,9 @@ def list_revisions(
     return service.list_revisions(limit=limit, cursor=cursor)
 
 
-# Revisions are 64-bit in the log (SQLite INTEGER, PostgreSQL BIGINT); a larger number is a 422, not a 500.
-RevisionPath = Annotated[int, Path(le=2**63 - 1, description="A revision number.")]
+# Revisions are 64-bit in the log (SQLite INTEGER, PostgreSQL BIGINT) and start at 0; a number outside that
+# (schemathesis found -767893649138401220231168) is a 422, not a 500.
+RevisionPath = Annotated[int, Path(ge=0, le=2**63 - 1, description="A revision number.")]
 
 
 @router.get("/revisions/{revision}")

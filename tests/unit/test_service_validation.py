@@ -260,6 +260,13 @@ def test_a_revision_beyond_64_bits_names_the_path_field(api: Api) -> None:
     assert api.client.get(f"/v1/revisions/{2**63 - 1}").json()["code"] == "revision_not_found"
 
 
+@pytest.mark.parametrize("revision", [-1, -767893649138401220231168])
+def test_a_negative_revision_names_the_path_field(api: Api, revision: int) -> None:
+    """Found by the schemathesis test: a negative number past 64 bits reached SQLite (500)."""
+    init_lineage(api.log)
+    assert_problem(api.client.get(f"/v1/revisions/{revision}"), 422, "revision")
+
+
 # ---- POST /v1/rollbacks --------------------------------------------------------------------
 
 
