@@ -212,7 +212,9 @@ class Settings(BaseSettings):
     model: str = Field(DEFAULT_MODEL, description="Hugging Face id, local folder, .gguf file, or the default alias.")
     data_dir: Path = Field(Path.home() / ".factpatch", description="Model cache, SQLite log and artifacts.")
     models_dir: Path | None = Field(None, description="Cache of downloaded/converted models; unset = data_dir/models.")
-    editor: str | None = Field(None, description="Editor name; unset picks the best one available.")
+    editor: str | None = Field(
+        None, description="Editor name; unset = the one the edit log was started with, else lemoe."
+    )
     database_url: str | None = Field(None, description="sqlite:///path or postgresql://…; unset = SQLite in data_dir.")
     redis_url: str | None = Field(None, description="redis://…; unset = embedded mode (one process).")
     host: str = Field("127.0.0.1", description="Address `serve`/`api` listen on.")
@@ -220,6 +222,12 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:1, …")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Serving dtype; auto = bfloat16 on CUDA, float32 on CPU."
+    )
+    threads: int | None = Field(
+        None, ge=1, le=1024,
+        description="torch CPU threads of a serving process (`serve`, `worker`); unset = OMP_NUM_THREADS when "
+        "set, else on CPU one fewer than the cores this process may use (at least 1), so HTTP, the queue and "
+        "the clients keep a core; on CUDA torch's default.",
     )
     seed: int = Field(0, description="Seed for sampled generation and editor initialisation.")
     api_keys: dict[str, Role | EnvKeyConfig] = Field(

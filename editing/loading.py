@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+
+import torch
 
 from editing.config import Settings
 from editing.host import ModelHost, resolve_device, resolve_dtype
@@ -23,3 +26,21 @@ def load_host(settings: Settings) -> ModelHost:
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     logger.info("loaded %s on %s as %s", settings.model, device, str(dtype).removeprefix("torch."))
     return ModelHost(model=model, tokenizer=tokenizer, model_id=settings.model, device=device, dtype=dtype)
+
+
+def serving_threads(settings: Settings, *, cores: int | None = None) -> int | None:
+    """The torch thread count a serving process should use; None = leave torch's default."""
+    if settings.threads is not None:
+        return settings.threads
+    if os.environ.get("OMP_NUM_THREADS") or resolve_device(settings.device).type != "cpu":
+        return None
+    cores = cores if cores is not None else len(os.sched_getaffinity(0))
+    return max(cores - 1, 1)
+
+
+def set_serving_threads(settings: Settings) -> None:
+    """Apply serving_threads to this process (call once, before the model runs)."""
+    threads = serving_threads(settings)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    logger.info("torch uses %d CPU threads", torch.get_num_threads())

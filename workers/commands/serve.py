@@ -16,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from editing.config import Settings
+    from editing.loading import set_serving_threads
     from workers.cli import configure_logging
     from workers.embedded import serve
 
@@ -23,5 +24,6 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings(**overrides)
     configure_logging(settings.log_level, settings.log_format)
     logger.info("configuration: %s", settings.redacted())
+    set_serving_threads(settings)
     serve(settings)
     return 0

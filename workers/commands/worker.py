@@ -34,6 +34,7 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from editing.config import Settings
+    from editing.loading import set_serving_threads
     from workers.cli import configure_logging
 
     settings = Settings()
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         logger.error("factpatch worker needs FACTPATCH_REDIS_URL; for one process run `factpatch serve`")
         return 2
     logger.info("configuration: %s", settings.redacted())
+    set_serving_threads(settings)
     stop = threading.Event()
     _stop_on_signals(stop)
     return _serve(settings, role=args.role, stop=stop)
