@@ -22,32 +22,21 @@ from workers.writer import Writer
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_EDITOR = "ft"
+DEFAULT_EDITOR = "lemoe"
 
 
-def choose_editor(settings: Settings, host: ModelHost | None = None) -> str:
-    """The configured editor; else rledit when a checkpoint matches the model; else ft (and how to train one).
+def choose_editor(settings: Settings, log: EditLog | None = None) -> str:
+    """The configured editor; else the one the edit log was started with; else lemoe.
 
-    With the loaded `host` the match uses its model; without, the model's config as cached on disk."""
+    lemoe is the default because it changes the named fact and keeps the rest best of the five,
+    through the API and on CounterFact (docs/benchmarks.md, "Edits that keep the rest"), and it
+    needs no checkpoint trained for the model."""
     if settings.editor:
         return settings.editor
-    from editing.editors.hypernet.checkpoint import (
-        config_sha256,
-        configured_model_hash,
-        matching_checkpoint,
-        train_command,
-    )
-
-    configured = settings.editors.get("rledit", {}).get("checkpoint")
-    config_hash = (config_sha256(host.model) if host is not None
-                   else configured_model_hash(settings.model, settings.model_cache()))
-    found = matching_checkpoint(editor="rledit", model=settings.model, config_hash=config_hash,
-                                configured=configured)
-    if found is not None:
-        logger.info("editor rledit (checkpoint %s matches model %s)", found, settings.model)
-        return "rledit"
-    logger.warning("no rledit checkpoint matches model %s; using %s. Train one with: %s",
-                   settings.model, DEFAULT_EDITOR, train_command(editor="rledit", model_id=settings.model))
+    lineage = log.lineage() if log is not None else None
+    if lineage is not None:
+        return lineage.editor
+    logger.info("editor %s (the default; FACTPATCH_EDITOR picks another)", DEFAULT_EDITOR)
     return DEFAULT_EDITOR
 
 
@@ -96,7 +85,7 @@ def build_writer(
     settings: Settings, *, log: EditLog, transport: Transport, host: ModelHost | None = None
 ) -> WriterRuntime:
     host = host or load_host(settings)
-    name = choose_editor(settings, host)
+    name = choose_editor(settings, log)
     editor = build_editor(name, host=host, overrides=settings.editors.get(name))
     state = ModelState(host=host, editor=editor, log=log)
     worker_id = settings.worker_id or default_worker_id()

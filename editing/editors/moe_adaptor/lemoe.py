@@ -153,12 +153,27 @@ class LEMoEEditor(MoEAdaptorEditor):
     def compute(self, batch: EditBatch) -> EditArtifact:
         self._refresh()
         subjects = self.subjects(batch)
-        data = TrainingSet.build(self, batch, subjects)
+        trained, trained_subjects = self._training_rows(batch, subjects)
+        data = TrainingSet.build(self, trained, trained_subjects)
         trainer = Trainer(editor=self, data=data, generator=batch_generator(self.config.seed, batch))
         tensors, meta = trainer.run()
         tensors["subjects"] = json_tensor(subjects)
         inferred = [s for s, e in zip(subjects, batch.edits, strict=True) if not e.subject]
         return self._artifact(tensors, batch_id=batch.batch_id, inferred_subjects=inferred, **meta)
+
+    def _training_rows(self, batch: EditBatch, subjects: list[str]) -> tuple[EditBatch, list[str]]:
+        """The batch, plus (train_chat) each edit as the assistant's answer to its prompt asked in chat."""
+        template = getattr(self.host.tokenizer, "chat_template", None)
+        if not (self.config.train_chat and template):
+            return batch, subjects
+        chat = [e.model_copy(update={"prompt": self._chat_turn(e.prompt) + e.prompt}) for e in batch.edits]
+        return EditBatch(batch.batch_id, (*batch.edits, *chat)), subjects * 2
+
+    def _chat_turn(self, prompt: str) -> str:
+        turn = self.host.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
+        return str(turn)
 
     def apply(self, artifact: EditArtifact) -> Undo:
         self._check_artifact(artifact)
