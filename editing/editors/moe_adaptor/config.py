@@ -60,6 +60,12 @@ class LEMoEConfig(MoEAdaptorConfig):
     """LEMoE: one new expert per batch, earlier ones frozen, key-matching (KV anchor) routing."""
 
     expert_dim: int | None = Field(32, ge=1, description="Inner width of each expert; unset = dense.")
+    bypass_tokens: Literal["all", "subject", "from_subject"] = Field(
+        "from_subject",
+        description="Positions that get the bypass when an edited subject is found: every token, the "
+        "subject's tokens only, or the subject's tokens and every token after them (generated ones too; "
+        "the default: with chat-form training, fluent chat answers; docs/benchmarks.md).",
+    )
     routing_input: Literal["prompt_mean", "subject"] = Field(
         "subject",
         description="Instance embedding: mean input embedding of the prompt (the paper), or of the edited "
