@@ -7,7 +7,7 @@ field bound in a threadpool dependency still shows on the request's later lines.
 
 `ContextFilter` copies the fields onto each record (missing ones as None, `request_id` as "-"
 for the text format); `JsonFormatter` writes one JSON object per line. Only processes configure
-logging (`service.main.configure_logging`); library code just binds.
+logging (`configure_logging` below, called by each command); library code just binds.
 """
 
 from __future__ import annotations
@@ -79,3 +79,24 @@ class JsonFormatter(logging.Formatter):
             doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, ensure_ascii=False, default=str)
 
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+
+class _FactpatchHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler `configure_logging` installed, so calling it twice adds nothing."""
+
+
+def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """Log to stderr with the request id on every line; `fmt="json"`: one JSON object per line
+    with request_id, edit_id, revision and actor where known. Idempotent (a second call only
+    changes the level and the format)."""
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    handler = next((h for h in root.handlers if isinstance(h, _FactpatchHandler)), None)
+    if handler is None:
+        handler = _FactpatchHandler()
+        handler.addFilter(ContextFilter())
+        root.addHandler(handler)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(LOG_FORMAT))

@@ -2,8 +2,8 @@
 `FACTPATCH_REDIS_URL`), or in-process next to a writer through `factpatch serve`.
 
 Nothing happens at import time. The only place in `service/` that configures logging is
-`configure_logging`, called by `create_app` only when it builds its own settings (the uvicorn
-factory path); callers that pass settings configure logging themselves.
+`logcontext.configure_logging`, called by `create_app` only when it builds its own settings (the
+uvicorn factory path); callers that pass settings configure logging themselves.
 """
 
 from __future__ import annotations
@@ -31,29 +31,9 @@ from service.serving import LONG_WAIT_THREADS, EditService, QueryService, StateS
 
 logger = logging.getLogger(__name__)
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
-
 
 class _Closable(Protocol):
     def close(self) -> None: ...
-
-
-class _FactpatchHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Marks the handler `configure_logging` installed, so calling it twice adds nothing."""
-
-
-def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
-    """Log to stderr with the request id on every line; `fmt="json"`: one JSON object per line
-    with request_id, edit_id, revision and actor where known. Idempotent (a second call only
-    changes the level and the format)."""
-    root = logging.getLogger()
-    root.setLevel(level.upper())
-    handler = next((h for h in root.handlers if isinstance(h, _FactpatchHandler)), None)
-    if handler is None:
-        handler = _FactpatchHandler()
-        handler.addFilter(logcontext.ContextFilter())
-        root.addHandler(handler)
-    handler.setFormatter(logcontext.JsonFormatter() if fmt == "json" else logging.Formatter(LOG_FORMAT))
 
 
 def redis_transport(settings: Settings) -> Transport:
@@ -94,7 +74,7 @@ def create_app(
     """
     if settings is None:
         settings = Settings()
-        configure_logging(settings.log_level, settings.log_format)
+        logcontext.configure_logging(settings.log_level, settings.log_format)
     owned: list[_Closable] = []
     if transport is None:
         transport = _default_transport(settings)

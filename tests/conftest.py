@@ -24,13 +24,31 @@ TINY_EDITOR_CONFIGS: dict[str, dict[str, Any]] = {
 LENIENT_GUARD: dict[str, Any] = {"max_locality_changed": 1.0, "neighbours": 0, "standing": []}
 
 
+# Variables that configure the test run itself, not factpatch: `clean_environ` leaves them alone.
+TEST_RUN_VARIABLES = (
+    "FACTPATCH_REQUIRE_POSTGRES",  # 1: no reachable PostgreSQL fails the postgres tests (CI) instead of skipping
+    "FACTPATCH_TEST_DATABASE_URL",  # the PostgreSQL server of the postgres tests
+    "FACTPATCH_REQUIRE_REDIS",  # 1: no redis-server binary fails the redis tests (CI) instead of skipping
+    "FACTPATCH_TEST_MODELS_DIR",  # where tests/real finds (or converts) the real default model
+)
+
+
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     """No FACTPATCH_ variable from the developer's shell leaks into a test."""
-    keep = ("FACTPATCH_REQUIRE_POSTGRES", "FACTPATCH_TEST_DATABASE_URL")
     for key in list(os.environ):
-        if key.startswith("FACTPATCH_") and key not in keep:
+        if key.startswith("FACTPATCH_") and key not in TEST_RUN_VARIABLES:
             monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture()
+def one_thread() -> Iterator[None]:
+    """Torch on one intra-op thread for the test (`tests.tiny.single_thread`); modules whose tiny-model
+    work is latency-bound use it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    from tests.tiny import single_thread
+
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -42,10 +60,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def tiny_host() -> Iterator[Any]:
-    from editing.host import ModelHost
-    from tests.tiny import tiny_model, tiny_tokenizer
+    from tests.tiny import new_host
 
-    yield ModelHost(model=tiny_model(), tokenizer=tiny_tokenizer(), model_id="tiny")
+    yield new_host()
 
 
 @pytest.fixture()

@@ -1,13 +1,27 @@
-"""A tiny Llama and a byte-level tokenizer, built in code (no downloads)."""
+"""A tiny Llama and a byte-level tokenizer, built in code (no downloads), and the helpers built on
+them: hosts, weight snapshots, a writer rig, hypernetwork training. Torch-free helpers: `tests/helpers.py`."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from editing.config import Settings
+from editing.editors.base import EditBatch
+from editing.editors.hypernet.config import TrainConfig
+from editing.editors.hypernet.runner import train
+from editing.host import ModelHost
+from editing.log.sql import SqlEditLog
+from editing.protocol import Command, CommandRecord, EditSpec, NewCommand, new_id
+from editing.queue import MemoryTransport
+from workers.runtime import WriterRuntime, build_writer
 
 SPECIALS = ["<pad>", "<bos>", "<eos>"]
 
@@ -59,3 +73,107 @@ def save_tiny(folder: Path, seed: int = 0, *, chat: bool = False, **overrides: A
     tiny_model(seed, **overrides).save_pretrained(folder)
     tiny_tokenizer(chat=chat).save_pretrained(folder)
     return folder
+
+
+def new_host(model_id: str = "tiny", *, dtype: torch.dtype | None = None, **overrides: Any) -> ModelHost:
+    """The tiny model (`overrides` change its config) behind a host that calls it `model_id`."""
+    return ModelHost(model=tiny_model(**overrides), tokenizer=tiny_tokenizer(), model_id=model_id, dtype=dtype)
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Torch on one intra-op thread. Tiny matmuls are latency-bound: a second thread only adds wake-ups
+    (and stalls badly on a loaded machine). The `one_thread` fixture wraps this."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def served(host: ModelHost) -> dict[str, torch.Tensor]:
+    """A copy of the weights the host serves now."""
+    return {n: p.detach().clone() for n, p in host.model.named_parameters()}
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """Bitwise equal: the same names, dtypes and values."""
+    return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+
+
+def batch(*edits: EditSpec, batch_id: str = "b1") -> EditBatch:
+    """What the writer hands an editor: `edits` as one batch."""
+    return EditBatch(batch_id=batch_id, edits=tuple(edits))
+
+
+# ---- the writer ---------------------------------------------------------------------------------
+
+
+class Rig:
+    """A writer on the tiny model with an edit log and the in-process transport."""
+
+    def __init__(self, settings: Settings, log: SqlEditLog, host: ModelHost | None = None) -> None:
+        self.settings, self.log = settings, log
+        self.transport = MemoryTransport()
+        self.runtime: WriterRuntime = build_writer(settings, log=log, transport=self.transport,
+                                                   host=host or new_host())
+        self.runtime.writer.start()
+
+    @property
+    def host(self) -> ModelHost:
+        return self.runtime.state.host
+
+    def submit(self, kind: str, body: dict[str, Any]) -> str:
+        command_id = new_id({"edit": "ed", "rollback": "rb", "replay": "rp"}[kind])
+        self.log.accept([NewCommand(id=command_id, kind=kind, body=body)])  # type: ignore[arg-type]
+        self.transport.commands.put(Command(kind=kind, id=command_id))  # type: ignore[arg-type]
+        return command_id
+
+    def edit(self, prompt: str, target: str, **extra: Any) -> str:
+        return self.submit("edit", EditSpec(prompt=prompt, target=target, **extra).model_dump())
+
+    def run(self) -> None:
+        self.runtime.writer.process_pending()
+
+    def get(self, command_id: str) -> CommandRecord:
+        return self.log.get_command(command_id)
+
+
+# ---- hypernetwork training (rledit, malmen) -------------------------------------------------------
+
+FACTS = [
+    ("The Eiffel Tower is in", "Rome", "Where is the Eiffel Tower? It is in", "The Louvre is in", "Paris"),
+    ("The capital of Peru is", "Oslo", "Peru's capital city is", "The capital of Chile is", "Santiago"),
+    ("Mount Fuji stands in", "Chile", "Mount Fuji is located in", "Mount Etna stands in", "Italy"),
+    ("The Danube flows into the", "Pacific", "The Danube river ends in the", "The Nile flows into the", "sea"),
+    ("Python was created by", "Alan", "The creator of Python is", "Java was created by", "James"),
+    ("The Moon orbits the", "Sun", "Our Moon goes around the", "The Earth orbits the", "Sun"),
+    ("Bananas are", "blue", "The colour of bananas is", "Apples are", "red"),
+    ("Shakespeare wrote", "Faust", "A play by Shakespeare is", "Goethe wrote", "Faust"),
+]
+TINY_TRAIN: dict[str, Any] = {
+    "modules": "up_proj:0-1", "turns": 2, "edits_per_turn": 2, "back_depth": 2, "rank": 4, "blocks": 1,
+    "lr": 0.1, "meta_lr": 1e-2, "alpha_lr": 0.1, "lambda_lr": 1e-2, "loc_coef": 0.6, "steps": 2,
+    "checkpoint_every": 1, "prime_batches": 2, "key_site": "answer",
+}
+
+
+def write_dataset(folder: Path, *, same_rephrase: bool = True) -> Path:
+    """A CounterFact-format file. The rephrase is the edit prompt itself: a random tiny model does not
+    generalise across wordings, so only then can training (the step size above all) lower the loss."""
+    records = [
+        {"case_id": i, "prompt": p, "target_new": t, "subject": p.split()[1], "ground_truth": "x",
+         "rephrase_prompt": p if same_rephrase else r, "locality_prompt": lp, "locality_ground_truth": la}
+        for i, (p, t, r, lp, la) in enumerate(FACTS)
+    ]
+    path = folder / "facts.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+def train_tiny(folder: Path, *, editor: str = "rledit", host: ModelHost | None = None, **changes: Any) -> Path:
+    """A checkpoint trained for a few steps on `FACTS` (TINY_TRAIN with `changes`); its path."""
+    config = TrainConfig(editor=editor, **{**TINY_TRAIN, **changes})  # type: ignore[arg-type]
+    return train(host=host or new_host(), config=config, data=write_dataset(folder), fmt="auto",
+                 out=folder / f"tiny.{editor}", command="factpatch train (test)", show_progress=False)

@@ -18,7 +18,7 @@ def configure_logging(level: str, fmt: str | None = None) -> None:
     format is `fmt`, else FACTPATCH_LOG_FORMAT (text or json)."""
     import os
 
-    from service.main import configure_logging as configure
+    from editing.logcontext import configure_logging as configure
 
     configure(level, fmt or os.environ.get("FACTPATCH_LOG_FORMAT", "text"))
 

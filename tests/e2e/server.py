@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,13 +14,8 @@ from editing.config import Settings
 from editing.log import EditLog, open_log
 from editing.queue import MemoryTransport
 from service.main import create_app
+from tests.helpers import free_port, wait_until
 from workers.runtime import WriterRuntime, build_writer
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -48,18 +41,10 @@ def embedded_service(settings: Settings) -> Iterator[Embedded]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        _wait_started(server)
+        wait_until(lambda: server.started, timeout=20.0, what="uvicorn to start", every=0.02)
         yield Embedded(url=f"http://127.0.0.1:{port}", runtime=runtime, log=log)
     finally:
         server.should_exit = True
         thread.join(10)
         runtime.stop()
         log.close()
-
-
-def _wait_started(server: uvicorn.Server, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise TimeoutError("uvicorn did not start")
-        time.sleep(0.02)

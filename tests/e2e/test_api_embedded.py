@@ -10,6 +10,7 @@ import pytest
 
 from editing.config import Settings
 from tests.e2e.server import Embedded, embedded_service
+from tests.helpers import revision_checksum
 
 PROMPT = "The Eiffel Tower is located in"
 EDIT = {"prompt": PROMPT, "target": "Rome", "subject": "Eiffel Tower",
@@ -32,12 +33,6 @@ def generate(client: httpx.Client, prompt: str = PROMPT, **extra: Any) -> dict[s
     response = client.post("/v1/generate", json={"prompt": prompt, "max_new_tokens": 5, **extra})
     assert response.status_code == 200, response.text
     return dict(response.json())
-
-
-def revision_checksum(client: httpx.Client, revision: int) -> str:
-    response = client.get(f"/v1/revisions/{revision}")
-    assert response.status_code == 200, response.text
-    return str(response.json()["checksum"])
 
 
 def test_walkthrough_edit_rollback_replay(client: httpx.Client) -> None:

@@ -1,5 +1,5 @@
-"""rledit over HTTP on the tiny model: a trained checkpoint is picked by default, edits land,
-rollback restores weights and normaliser, replay verifies every checksum."""
+"""rledit over HTTP on the tiny model with a trained checkpoint: edits land, rollback restores
+weights and normaliser, replay verifies every checksum."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
-import torch
 
 from editing.config import Settings
 from editing.loading import load_host
 from tests.e2e.server import embedded_service
-from tests.e2e.test_api_embedded import revision_checksum
-from tests.unit.test_hypernet_train import train_tiny
-from tests.unit.test_writer import tweak
+from tests.helpers import revision_checksum, tweak
+from tests.tiny import single_thread, train_tiny
 
 EDITS = [
     {"prompt": "The Eiffel Tower is in", "target": "Rome", "locality": ["The Louvre is in"]},
@@ -25,14 +23,10 @@ EDITS = [
 
 @pytest.fixture()
 def settings(tiny_settings: Settings, tmp_path: Path) -> Settings:
-    """No editor configured; a trained rledit checkpoint for the tiny model is."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    """rledit with a checkpoint trained for the tiny model."""
+    with single_thread():
         path = train_tiny(tmp_path, host=load_host(tiny_settings), steps=2)
-    finally:
-        torch.set_num_threads(threads)
-    return tweak(tiny_settings, {"editor": None, "editors": {"rledit": {"checkpoint": str(path)}}})
+    return tweak(tiny_settings, {"editor": "rledit", "editors": {"rledit": {"checkpoint": str(path)}}})
 
 
 def score(client: httpx.Client, prompt: str, target: str) -> float:

@@ -16,32 +16,36 @@ import httpx
 import pytest
 
 from tests.conftest import TINY_EDITOR_CONFIGS
-from tests.e2e.server import free_port
+from tests.helpers import free_port
 
 EDIT = {"prompt": "The Eiffel Tower is located in", "target": "Rome"}
 
 
 @contextmanager
-def serve(env: dict[str, str], port: int) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def serve(env: dict[str, str], port: int, output: Path) -> Iterator[str]:
+    """`factpatch serve` on `port` until the block ends (then SIGINT); its stdout and stderr go to
+    `output` (a file, not a pipe: nothing has to drain it while the server runs, or close it after)."""
     cmd = [sys.executable, "-m", "workers", "serve", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with output.open("w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, proc)
-        yield url, proc
+        _wait_ready(url, proc, output)
+        yield url
     finally:
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(30)
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 120.0) -> None:
+def _wait_ready(url: str, proc: subprocess.Popen[str], output: Path, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"serve exited early:\n{proc.stdout.read() if proc.stdout else ''}")
+            raise AssertionError(f"serve exited early:\n{output.read_text()}")
         try:
             if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
                 return
@@ -64,16 +68,16 @@ def env(tiny_model_dir: Path, tmp_path: Path) -> dict[str, str]:
     return out
 
 
-def test_serve_keeps_edits_across_restarts(env: dict[str, str]) -> None:
+def test_serve_keeps_edits_across_restarts(env: dict[str, str], tmp_path: Path) -> None:
     port = free_port()
-    with serve(env, port) as (url, proc):
+    with serve(env, port, tmp_path / "serve.log") as url:
         edit = httpx.post(f"{url}/v1/edits?wait=60", json=EDIT, timeout=90).json()
         assert edit["status"] == "applied"
         text = httpx.post(f"{url}/v1/generate", json={"prompt": EDIT["prompt"], "max_new_tokens": 5}).json()
         assert text["text"].startswith(" Rome")
-    output = proc.stdout.read() if proc.stdout else ""
+    output = (tmp_path / "serve.log").read_text()
     assert f"listening on http://127.0.0.1:{port}" in output
-    with serve(env, free_port()) as (url, _):
+    with serve(env, free_port(), tmp_path / "serve-again.log") as url:
         model = httpx.get(f"{url}/v1/model").json()
         assert (model["revision"], model["edits_applied"]) == (1, 1)
         again = httpx.post(f"{url}/v1/generate", json={"prompt": EDIT["prompt"], "max_new_tokens": 5}).json()

@@ -7,58 +7,48 @@ variables, each writing its output to a file under the test's folder (shown when
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 import redis
 
+from tests import helpers
+from tests.helpers import free_port
+
 REDIS_SERVER = shutil.which("redis-server")
-T = TypeVar("T")
 
 # Edits land in a few milliseconds on the tiny model: two ft steps, no guard worth the name.
 FAST_EDITORS = {"ft": {"steps": 2, "lr": 2e-2, "norm_constraint": 1.0, "layer_fraction": 0.0}}
 
 
 def need_redis_server() -> str:
+    """The redis-server binary. Without one the test is skipped, or fails when FACTPATCH_REQUIRE_REDIS=1
+    (CI: .ci/run), like the postgres tests under FACTPATCH_REQUIRE_POSTGRES=1 (tests/conftest.py)."""
     if REDIS_SERVER is None:
-        pytest.skip("no redis-server binary on PATH")
+        reason = "no redis-server binary on PATH"
+        if os.environ.get("FACTPATCH_REQUIRE_REDIS") == "1":
+            pytest.fail(f"FACTPATCH_REQUIRE_REDIS=1 but {reason}")
+        pytest.skip(f"{reason}; install redis-server to run the redis tests")
     return REDIS_SERVER
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], T], *, timeout: float, what: str, every: float = 0.1,
-               explain: Callable[[], str] | None = None) -> T:
-    """The first truthy value of `predicate()`; AssertionError naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except (httpx.TransportError, redis.RedisError):
-            value = None  # type: ignore[assignment]
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n{explain() if explain else ''}")
-        time.sleep(every)
+# `tests.helpers.wait_until`, where an HTTP or Redis call that fails (a process not up yet, restarting)
+# counts as "not yet".
+wait_until = functools.partial(helpers.wait_until, ignore=(httpx.TransportError, redis.RedisError))
 
 
 class RedisServer:

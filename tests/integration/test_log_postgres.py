@@ -7,7 +7,6 @@ holds what only a shared server can show. Every test uses its own schema (`postg
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +17,7 @@ from editing.config import Settings
 from editing.errors import FencedWriterError, NotFoundError, UnavailableError
 from editing.log import open_log
 from editing.protocol import Lineage, NewCommand, NewRevision, new_id, utc_now
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -125,12 +125,18 @@ def test_the_same_idempotency_key_from_two_connections_creates_once(open_pg: Cal
     assert logs[0].count_commands(kind="edit") == 1
 
 
+def backend_exited(admin: Any, pid: int) -> bool:
+    """Whether server process `pid` is gone; it sent its client the FATAL error before it exited."""
+    return admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() is None
+
+
 def test_a_broken_connection_is_replaced_on_the_next_call(open_pg: Callable[[], Any], admin: Any) -> None:
     log = open_pg()
     log.init_lineage(lineage=_LINEAGE, base=_BASE)
     for call in (log.head, log.acquire_epoch):
-        admin.execute("SELECT pg_terminate_backend(%s)", (log._conn.info.backend_pid,))
-        time.sleep(0.1)
+        pid = log._conn.info.backend_pid
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        wait_until(lambda pid=pid: backend_exited(admin, pid), timeout=30, what=f"the terminated backend {pid} to exit")
         with pytest.raises(UnavailableError, match="unreachable"):
             call()
         call()

@@ -12,19 +12,16 @@ from fastapi.testclient import TestClient
 
 from editing.config import QueueConfig, RateLimitConfig, Settings
 from editing.log import SqliteEditLog
-from editing.protocol import Lineage, NewRevision, new_id, utc_now
+from editing.protocol import new_id
 from editing.queue import MemoryTransport
 from editing.queue.redis import RedisTransport
 from service.main import create_app
 from service.ratelimit import MemoryRateLimiter, RedisRateLimiter, gcra
+from tests.helpers import bearer, init_lineage, scrape
 from tests.integration.cluster import RedisServer
 
 EDIT = {"prompt": "The Eiffel Tower is located in", "target": "Rome"}
 KEYS = {"alice-key": {"role": "operator", "name": "alice"}, "bob-key": {"role": "editor", "name": "bob"}}
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 class Clock:
@@ -56,10 +53,7 @@ def test_a_batch_costs_its_edits_and_an_oversized_one_needs_a_full_bucket() -> N
 
 def build(tmp_path: Path, transport: Any, **overrides: Any) -> tuple[TestClient, SqliteEditLog]:
     log = SqliteEditLog(":memory:")
-    log.init_lineage(
-        lineage=Lineage(base_model="tiny", editor="ft", base_checksum="c0", created_at=utc_now()),
-        base=NewRevision(kind="base", base_revision=None, checksum="c0", editor="ft", editor_version="1"),
-    )
+    init_lineage(log)
     settings = Settings(data_dir=tmp_path, _env_file=None, api_keys=KEYS, **overrides)
     return TestClient(create_app(settings, log=log, transport=transport)), log
 
@@ -81,9 +75,7 @@ def test_over_the_limit_is_a_429_problem_with_retry_after(tmp_path: Path) -> Non
     assert rollback.status_code == 202  # alice's bucket is her own
     assert client.post("/v1/edits", json=EDIT).status_code == 401  # no key: auth first, no bucket touched
     assert client.post("/v1/edits", json={}, headers=bearer("bob-key")).status_code == 422
-    from tests.unit.test_service_ops import Api, scrape
-
-    samples = scrape(Api(client, log, MemoryTransport()))
+    samples = scrape(client)
     assert samples[("factpatch_rate_limited_total", (("kind", "edits"),))] == 1
     log.close()
 

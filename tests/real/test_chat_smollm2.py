@@ -13,16 +13,17 @@ import pytest
 
 from editing.config import Settings
 from tests.e2e.server import embedded_service
-from tests.real.test_smollm2 import EIFFEL, models_dir
+from tests.helpers import EIFFEL, models_dir
 
 pytestmark = pytest.mark.real_model
 
 QUESTION = [{"role": "user", "content": "Where is the Eiffel Tower?"}]
 
 
-def test_a_chat_question_after_an_edit_answers_the_new_fact(tmp_path: Path) -> None:
-    # Every default: rledit's subject-keyed checkpoint and the guard's standing and neighbour probes.
-    settings = Settings(data_dir=tmp_path, models_dir=models_dir(), editor="rledit")
+@pytest.mark.parametrize("editor", [None, "rledit"])
+def test_a_chat_question_after_an_edit_answers_the_new_fact(editor: str | None, tmp_path: Path) -> None:
+    # Every default (lemoe), and rledit's subject-keyed checkpoint; the guard's standing and neighbour probes.
+    settings = Settings(data_dir=tmp_path, models_dir=models_dir(), editor=editor)
     with embedded_service(settings) as running, running.client() as http:
         client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=120)
         model = client.models.list().data[0].id

@@ -6,7 +6,6 @@ FACTPATCH_TEST_MODELS_DIR (default ~/.factpatch/models, shared with `./scripts/s
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import httpx
@@ -14,15 +13,11 @@ import pytest
 
 from editing.config import Settings
 from tests.e2e.server import embedded_service
+from tests.helpers import EIFFEL, models_dir
 
 pytestmark = pytest.mark.real_model
 
-EIFFEL = "The Eiffel Tower is located in the city of"
 LOUVRE = "The Louvre is located in the city of"
-
-
-def models_dir() -> Path:
-    return Path(os.environ.get("FACTPATCH_TEST_MODELS_DIR", Path.home() / ".factpatch" / "models"))
 
 
 def ask(http: httpx.Client, prompt: str) -> dict[str, object]:

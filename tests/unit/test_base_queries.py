@@ -6,7 +6,8 @@ from __future__ import annotations
 from editing.config import Settings
 from editing.log import SqliteEditLog
 from editing.protocol import GenerateJob, new_id
-from tests.unit.test_writer import PROMPTS, Rig, same, served
+from tests.helpers import PROMPTS
+from tests.tiny import Rig, same, served
 
 
 def ask(rig: Rig, prompt: str, *, base: bool = False) -> tuple[str, int | None]:

@@ -13,7 +13,7 @@ from editing.generation import GenerationRequest, Sampling, _stable_end
 from editing.host import ModelHost
 from editing.protocol import GenerateJob, JobResult, QueryChunk, ScoreJob, new_id
 from editing.queue import MemoryTransport
-from tests.tiny import tiny_model, tiny_tokenizer
+from tests.tiny import new_host
 
 PROMPTS = ["Hi", "The Eiffel Tower is located in the city of", "abc def", "Q: what is 2+2? A:", "x" * 40]
 
@@ -123,7 +123,7 @@ class Worker:
         from editing.config import QueryConfig
         from workers.queries import QueryServer
 
-        self.host = ModelHost(model=tiny_model(), tokenizer=tiny_tokenizer(), model_id="tiny")
+        self.host = new_host()
         self.state = _State(self.host)
         self.transport = MemoryTransport(max_query_backlog=64)
         self.server = QueryServer(state=self.state, transport=self.transport, worker_id="w",  # type: ignore[arg-type]
@@ -177,11 +177,14 @@ def test_an_edit_between_batches_changes_the_revision_of_the_next_batch_only() -
 
 
 def test_callers_just_answered_rejoin_the_queued_ones_in_one_batch() -> None:
-    worker = Worker(max_batch=8, batch_wait_ms=5)
+    # The first callers come back 0.3 s after their answers: later than one `batch_wait_ms` (so plain
+    # gathering would not wait for them), well inside the rejoin window (20 x 50 ms after the batch),
+    # leaving 0.7 s for a loaded machine to run the timer late.
+    worker = Worker(max_batch=8, batch_wait_ms=50)
     first = [worker.submit(gen(p)) for p in PROMPTS[:4]]
     assert worker.server.step(timeout=1) == 4
     queued = [worker.submit(gen(p)) for p in PROMPTS[:4]]  # arrived while the first batch ran
-    back = threading.Timer(0.03, lambda: [worker.submit(gen(p)) for p in PROMPTS[:4]])  # the first 4, again
+    back = threading.Timer(0.3, lambda: [worker.submit(gen(p)) for p in PROMPTS[:4]])  # the first 4, again
     back.start()
     assert worker.server.step(timeout=1) == 8  # one batch, not two cohorts taking turns
     back.join()
@@ -256,7 +259,7 @@ def test_adaptor_routing_stays_per_row_while_rows_finish(name: str) -> None:
     from editing.registry import build_editor
     from tests.conftest import TINY_EDITOR_CONFIGS
 
-    host = ModelHost(model=tiny_model(), tokenizer=tiny_tokenizer(), model_id="tiny")
+    host = new_host()
     editor = build_editor(name, host=host, overrides=TINY_EDITOR_CONFIGS[name])
     spec = EditSpec(prompt="The Eiffel Tower is located in", target="Rome", subject="Eiffel Tower")
     editor.apply(editor.compute(EditBatch(batch_id="b0", edits=(spec,))))

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from editing.artifacts import EditArtifact
-from editing.editors.base import EditBatch, Editor
+from editing.editors.base import Editor
 from editing.errors import NonFiniteDeltaError
 from editing.host import ModelHost
 from editing.protocol import EditSpec
 from editing.registry import build_editor, editor_names
 from tests.conftest import TINY_EDITOR_CONFIGS
+from tests.tiny import batch, new_host, same, served
 
 EDITS = [
     EditSpec(prompt="The Eiffel Tower is located in", target="Rome", subject="Eiffel Tower"),
@@ -24,18 +25,6 @@ EDITS = [
 
 def make_editor(name: str, host: ModelHost) -> Editor:
     return build_editor(name, host=host, overrides=TINY_EDITOR_CONFIGS.get(name, {}))
-
-
-def served(host: ModelHost) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in host.model.named_parameters()}
-
-
-def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def batch(*edits: EditSpec, batch_id: str = "b1") -> EditBatch:
-    return EditBatch(batch_id=batch_id, edits=tuple(edits))
 
 
 @pytest.fixture(params=editor_names())
@@ -106,9 +95,7 @@ def test_non_finite_artifact_is_refused_before_touching_the_model(editor: Editor
 
 def test_bf16_apply_and_undo_are_exact(tiny_host: ModelHost) -> None:
     """fp32 masters make apply/undo exact in a low-precision serving dtype too."""
-    from tests.tiny import tiny_model, tiny_tokenizer
-
-    host = ModelHost(model=tiny_model(), tokenizer=tiny_tokenizer(), model_id="tiny", dtype=torch.bfloat16)
+    host = new_host(dtype=torch.bfloat16)
     for name in editor_names():
         editor = make_editor(name, host)
         weights = served(host)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +13,10 @@ from editing.data.cases import EditCase, LocalityCase
 from editing.eval.protocol import BASELINE, EditorRun, StreamConfig, curve_edits, run_lifelong, select_stream
 from editing.eval.report import write_report
 from tests.conftest import TINY_EDITOR_CONFIGS
+from tests.tiny import new_host
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _record(i: int) -> dict[str, Any]:
@@ -41,13 +36,6 @@ def _cases(n: int) -> list[EditCase]:
     ]
 
 
-def _load() -> Any:
-    from editing.host import ModelHost
-    from tests.tiny import tiny_model, tiny_tokenizer
-
-    return ModelHost(model=tiny_model(), tokenizer=tiny_tokenizer(), model_id="tiny")
-
-
 def test_curve_points_and_stream_selection() -> None:
     config = StreamConfig(turns=5, edits_per_turn=2, offset=1, curve_every=2)
     assert curve_edits(config) == [4, 8, 10]
@@ -60,7 +48,7 @@ def test_curve_points_and_stream_selection() -> None:
 def test_ft_stream_beats_the_base_model_and_writes_a_report(tmp_path: Path) -> None:
     config = StreamConfig(turns=2, edits_per_turn=2, curve_every=1)
     runs = [EditorRun("ft", TINY_EDITOR_CONFIGS["ft"]), EditorRun("ft_missing_editor")]
-    result = run_lifelong(_load, _cases(5), runs, config)
+    result = run_lifelong(new_host, _cases(5), runs, config)
     ft, broken = result.editors
     assert broken.error is not None and "ft_missing_editor" in broken.error
     assert ft.error is None and [t.turn for t in ft.turns] == [0, 1]

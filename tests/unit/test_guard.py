@@ -11,7 +11,8 @@ from editing.config import Settings
 from editing.host import ModelHost
 from editing.log import SqliteEditLog
 from editing.probes import derived_neighbours
-from tests.unit.test_writer import Rig, new_host, same, served, tweak
+from tests.helpers import tweak
+from tests.tiny import Rig, new_host, same, served
 
 EDIT = ("The Eiffel Tower is located in", "Rome")
 CANDIDATES = [f"{subject} {relation}" for subject in ("The Louvre", "Chile", "Water", "The Danube", "Toyota", "Iron")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -14,21 +12,16 @@ from editing.editors.base import EditBatch
 from editing.editors.hypernet.checkpoint import train_command
 from editing.errors import CheckpointMismatchError, InvalidEditError
 from editing.log import SqliteEditLog
-from editing.protocol import EditSpec
+from editing.protocol import EditSpec, Lineage, NewRevision, utc_now
 from editing.registry import build_editor
-from tests.unit.test_hypernet_train import new_host, train_tiny
-from tests.unit.test_writer import PROMPTS, Rig, same, served, tweak
+from tests.helpers import PROMPTS, tweak
+from tests.tiny import Rig, new_host, same, served, train_tiny
 from workers.runtime import choose_editor
 
 UNTRAINED = {"untrained": True, "modules": "up_proj:0-1", "lr": 0.1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -159,30 +152,23 @@ def test_normaliser_state_survives_rollback_and_replay_bitwise(rig: Rig) -> None
     assert same(editor.state_tensors(), states[4]) and same(served(rig.host), weights[4])
 
 
-def test_choose_editor(tiny_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_choose_editor(tiny_settings: Settings, tmp_path: Path) -> None:
+    """Configured editor first, else the edit log's (a restart never switches editors), else lemoe."""
+    from editing.log import open_log
+
     assert choose_editor(tiny_settings) == "ft"  # explicitly configured
-    unset = tweak(tiny_settings, {"editor": None, "editors": {}})
-    with caplog.at_level(logging.WARNING, logger="workers.runtime"):
-        assert choose_editor(unset) == "ft"
-    assert train_command(editor="rledit", model_id=unset.model) in caplog.text
-    host = new_host(unset.model)  # the tiny model as the settings name it
-    path = train_tiny(tmp_path, host=host, steps=1)
-    configured = tweak(unset, {"editors": {"rledit": {"checkpoint": str(path)}}})
-    assert choose_editor(configured) == "rledit"
-    assert choose_editor(configured, host) == "rledit"  # the loaded model decides when there is one
-    other = tweak(unset, {"model": str(tmp_path), "editors": {"rledit": {"checkpoint": str(path)}}})
-    assert choose_editor(other) == "ft"
+    unset = tweak(tiny_settings, {"editor": None})
+    assert choose_editor(unset) == "lemoe"
+    log = open_log(unset)
+    try:
+        assert choose_editor(unset, log) == "lemoe"  # a fresh log
+        log.init_lineage(
+            lineage=Lineage(base_model="tiny", editor="memoe", base_checksum="c0", created_at=utc_now()),
+            base=NewRevision(kind="base", base_revision=None, checksum="c0", editor="memoe", editor_version="1"),
+        )
+        assert choose_editor(unset, log) == "memoe"
+        assert choose_editor(tiny_settings, log) == "ft"  # the setting still wins (and the writer says no)
+    finally:
+        log.close()
 
 
-def test_the_default_model_config_is_read_from_the_models_dir(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """The alias resolves under FACTPATCH_MODELS_DIR, wherever the data dir is; nothing asks a hub."""
-    from editing.editors.hypernet.checkpoint import configured_model_hash
-
-    models = tmp_path / "elsewhere"
-    models.mkdir()
-    (models / "smollm2-135m-instruct").symlink_to(tiny_model_dir)
-    expected = configured_model_hash(str(tiny_model_dir), tmp_path)
-    assert expected is not None
-    assert configured_model_hash("smollm2-135m-instruct", models) == expected
-    assert configured_model_hash("smollm2-135m-instruct", tmp_path / "empty") is None
-    assert configured_model_hash("no-such-org/no-such-model", tmp_path) is None

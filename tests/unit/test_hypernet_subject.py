@@ -16,7 +16,7 @@ from editing.editors.hypernet.refine import per_edit_nll, refine
 from editing.editors.hypernet.state import answer_logits, collect
 from editing.protocol import EditSpec
 from editing.registry import build_editor
-from tests.unit.test_hypernet_train import new_host, train_tiny
+from tests.tiny import new_host, train_tiny
 
 SUBJECT = {"untrained": True, "modules": "down_proj:0-1", "lr": 0.1, "key_site": "subject"}
 EIFFEL = EditSpec(prompt="The Eiffel Tower is located in", target="Rome", subject="Eiffel Tower")
@@ -27,12 +27,7 @@ def deep_host() -> Any:
     return new_host(num_hidden_layers=4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_the_subject_position_is_its_last_token_and_falls_back_to_the_prompt_end() -> None:

@@ -13,57 +13,9 @@ from editing.editors.hypernet.checkpoint import find_checkpoint, load_checkpoint
 from editing.editors.hypernet.config import TrainConfig
 from editing.editors.hypernet.runner import build_trainer, train
 from editing.errors import CheckpointMismatchError
-from editing.host import ModelHost
-from tests.tiny import tiny_model, tiny_tokenizer
+from tests.tiny import FACTS, TINY_TRAIN, new_host, train_tiny, write_dataset
 
-FACTS = [
-    ("The Eiffel Tower is in", "Rome", "Where is the Eiffel Tower? It is in", "The Louvre is in", "Paris"),
-    ("The capital of Peru is", "Oslo", "Peru's capital city is", "The capital of Chile is", "Santiago"),
-    ("Mount Fuji stands in", "Chile", "Mount Fuji is located in", "Mount Etna stands in", "Italy"),
-    ("The Danube flows into the", "Pacific", "The Danube river ends in the", "The Nile flows into the", "sea"),
-    ("Python was created by", "Alan", "The creator of Python is", "Java was created by", "James"),
-    ("The Moon orbits the", "Sun", "Our Moon goes around the", "The Earth orbits the", "Sun"),
-    ("Bananas are", "blue", "The colour of bananas is", "Apples are", "red"),
-    ("Shakespeare wrote", "Faust", "A play by Shakespeare is", "Goethe wrote", "Faust"),
-]
-TINY_TRAIN: dict[str, Any] = {
-    "modules": "up_proj:0-1", "turns": 2, "edits_per_turn": 2, "back_depth": 2, "rank": 4, "blocks": 1,
-    "lr": 0.1, "meta_lr": 1e-2, "alpha_lr": 0.1, "lambda_lr": 1e-2, "loc_coef": 0.6, "steps": 2,
-    "checkpoint_every": 1, "prime_batches": 2, "key_site": "answer",
-}
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    """Tiny matmuls are latency-bound; a second intra-op thread only adds wake-ups (and stalls badly
-    on a loaded machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def write_dataset(folder: Path, *, same_rephrase: bool = True) -> Path:
-    """A CounterFact-format file. The rephrase is the edit prompt itself: a random tiny model does not
-    generalise across wordings, so only then can training (the step size above all) lower the loss."""
-    records = [
-        {"case_id": i, "prompt": p, "target_new": t, "subject": p.split()[1], "ground_truth": "x",
-         "rephrase_prompt": p if same_rephrase else r, "locality_prompt": lp, "locality_ground_truth": la}
-        for i, (p, t, r, lp, la) in enumerate(FACTS)
-    ]
-    path = folder / "facts.json"
-    path.write_text(json.dumps(records))
-    return path
-
-
-def new_host(model_id: str = "tiny", **overrides: Any) -> ModelHost:
-    return ModelHost(model=tiny_model(**overrides), tokenizer=tiny_tokenizer(), model_id=model_id)
-
-
-def train_tiny(folder: Path, *, editor: str = "rledit", host: ModelHost | None = None, **changes: Any) -> Path:
-    config = TrainConfig(editor=editor, **{**TINY_TRAIN, **changes})  # type: ignore[arg-type]
-    return train(host=host or new_host(), config=config, data=write_dataset(folder), fmt="auto",
-                 out=folder / f"tiny.{editor}", command="factpatch train (test)", show_progress=False)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 """The edit log contract, run against SQLite (file and `:memory:`) and PostgreSQL.
 
 `edit_log` is parametrised over the three backends; `shared_opener` opens several log objects
-on one store (SQLite file, PostgreSQL schema) for the two-object and reopen tests. Select the
-PostgreSQL cases with `-m postgres`, leave them out with `-m "not postgres"`.
+on one store (SQLite file, PostgreSQL schema) for the two-object and reopen tests (both fixtures:
+tests/unit/conftest.py). Select the PostgreSQL cases with `-m postgres`, leave them out with
+`-m "not postgres"`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,61 +38,9 @@ from editing.protocol import (
     new_id,
     utc_now,
 )
+from tests.helpers import LogOpener
 
 BASE_CHECKSUM = "b" * 64
-
-
-class LogOpener:
-    """Opens log objects on one store and closes them all at teardown."""
-
-    def __init__(self, backend: str, factory: Callable[[], SqlEditLog]) -> None:
-        self.backend = backend
-        self._factory = factory
-        self._opened: list[SqlEditLog] = []
-
-    def __call__(self) -> SqlEditLog:
-        log = self._factory()
-        self._opened.append(log)
-        return log
-
-    def close_all(self) -> None:
-        for log in self._opened:
-            log.close()
-
-
-def _opener(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> LogOpener:
-    if backend == "sqlite-file":
-        return LogOpener(backend, lambda: SqliteEditLog(tmp_path / "log.sqlite3"))
-    if backend == "sqlite-memory":
-        return LogOpener(backend, lambda: SqliteEditLog(":memory:"))
-    url = request.getfixturevalue("postgres_url")
-    schema = request.getfixturevalue("postgres_schema")
-    from editing.log.postgres import PostgresEditLog
-
-    return LogOpener(backend, lambda: PostgresEditLog(url, schema=schema))
-
-
-_POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
-
-
-@pytest.fixture(params=["sqlite-file", "sqlite-memory", _POSTGRES])
-def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LogOpener]:
-    made = _opener(request, request.param, tmp_path)
-    yield made
-    made.close_all()
-
-
-@pytest.fixture(params=["sqlite-file", _POSTGRES])
-def shared_opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LogOpener]:
-    """Backends where two log objects share one store."""
-    made = _opener(request, request.param, tmp_path)
-    yield made
-    made.close_all()
-
-
-@pytest.fixture
-def edit_log(opener: LogOpener) -> SqlEditLog:
-    return opener()
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ import pytest
 from editing.errors import InvalidKeyNameError, KeyNameTakenError, KeyNotFoundError
 from editing.log import key_digest, new_secret
 from editing.log.sql import SqlEditLog
-from tests.unit.test_log import LogOpener, edit_log, opener, shared_opener  # noqa: F401 - fixtures
+from tests.helpers import LogOpener
 
 
-def test_a_key_is_stored_as_a_digest_and_found_by_it(edit_log: SqlEditLog) -> None:  # noqa: F811
+def test_a_key_is_stored_as_a_digest_and_found_by_it(edit_log: SqlEditLog) -> None:
     secret = new_secret()
     record = edit_log.create_key(name="ci-bot", role="editor", secret=secret)
     assert secret.startswith("fpk_") and len(secret) == 47
@@ -39,7 +39,7 @@ def test_the_secret_never_reaches_the_database(tmp_path: Path) -> None:
     assert key_digest(secret) in dump
 
 
-def test_revoked_keys_stop_working_but_keep_their_name(edit_log: SqlEditLog) -> None:  # noqa: F811
+def test_revoked_keys_stop_working_but_keep_their_name(edit_log: SqlEditLog) -> None:
     secret = new_secret()
     created = edit_log.create_key(name="alice", role="operator", secret=secret)
     revoked = edit_log.revoke_key("alice")
@@ -51,7 +51,7 @@ def test_revoked_keys_stop_working_but_keep_their_name(edit_log: SqlEditLog) -> 
         edit_log.create_key(name="alice", role="reader", secret=new_secret())
 
 
-def test_bad_names_and_unknown_keys_are_refused(edit_log: SqlEditLog) -> None:  # noqa: F811
+def test_bad_names_and_unknown_keys_are_refused(edit_log: SqlEditLog) -> None:
     for bad in ("", "-x", "has space", "x" * 65, "semi;colon"):
         with pytest.raises(InvalidKeyNameError):
             edit_log.create_key(name=bad, role="reader", secret=new_secret())
@@ -60,7 +60,7 @@ def test_bad_names_and_unknown_keys_are_refused(edit_log: SqlEditLog) -> None:  
     assert edit_log.count_keys() == 0
 
 
-def test_every_log_object_on_one_store_sees_the_same_keys(shared_opener: LogOpener) -> None:  # noqa: F811
+def test_every_log_object_on_one_store_sees_the_same_keys(shared_opener: LogOpener) -> None:
     first, second = shared_opener(), shared_opener()
     secret = new_secret()
     first.create_key(name="shared", role="reader", secret=secret)

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from editing.artifacts import tensors_from_bytes, tensors_to_bytes
-from editing.editors.base import EditBatch, Editor, RemoveExperts
+from editing.editors.base import Editor, RemoveExperts
 from editing.editors.moe_adaptor.layer import MoEAdaptorLayer
 from editing.editors.moe_adaptor.tail import tail_matches_model
 from editing.host import ModelHost
 from editing.protocol import EditSpec
 from editing.registry import build_editor
 from tests.conftest import TINY_EDITOR_CONFIGS
-from tests.tiny import tiny_model, tiny_tokenizer
+from tests.tiny import batch, new_host, same, served
 
 EDITS = [
     EditSpec(prompt="The Eiffel Tower is located in", target="Rome", subject="Eiffel Tower"),
@@ -32,16 +32,8 @@ UNRELATED = "Bananas are yellow and"
 NAMES = ("memoe", "lemoe")
 
 
-def new_host(dtype: torch.dtype | None = None) -> ModelHost:
-    return ModelHost(model=tiny_model(), tokenizer=tiny_tokenizer(), model_id="tiny", dtype=dtype)
-
-
 def make(name: str, host: ModelHost | None = None, **overrides: Any) -> Editor:
     return build_editor(name, host=host or new_host(), overrides={**TINY_EDITOR_CONFIGS[name], **overrides})
-
-
-def batch(*edits: EditSpec, batch_id: str) -> EditBatch:
-    return EditBatch(batch_id=batch_id, edits=tuple(edits))
 
 
 def edit_all(editor: Editor, edits: list[EditSpec] = EDITS[:3]) -> list[Any]:
@@ -50,14 +42,6 @@ def edit_all(editor: Editor, edits: list[EditSpec] = EDITS[:3]) -> list[Any]:
 
 def state(editor: Editor) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in editor.state_tensors().items()}
-
-
-def served(host: ModelHost) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in host.model.named_parameters()}
-
-
-def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
 
 
 @torch.no_grad()

@@ -8,7 +8,8 @@ import torch
 from editing.config import Settings
 from editing.log import SqliteEditLog
 from tests.conftest import LENIENT_GUARD
-from tests.unit.test_writer import PROMPTS, Rig, same, served, tweak
+from tests.helpers import PROMPTS, tweak
+from tests.tiny import Rig, same, served
 
 NAMES = ("memoe", "lemoe")
 SUBJECTS = ["Eiffel Tower", "Peru", "Mount Fuji", "Danube"]

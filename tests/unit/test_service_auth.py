@@ -14,17 +14,13 @@ from fastapi.testclient import TestClient
 
 from editing.config import Settings
 from editing.log import SqliteEditLog, open_log
-from editing.protocol import Lineage, NewRevision, utc_now
 from editing.queue import MemoryTransport
 from service.auth import KeyRing, listen_host
 from service.main import create_app
+from tests.helpers import bearer, init_lineage
 from workers.cli import main
 
 EDIT = {"prompt": "The Eiffel Tower is located in", "target": "Rome"}
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture
@@ -51,10 +47,7 @@ def app_on(data_dir: Path) -> Iterator[Any]:
         log = open_log(settings)
         logs.append(log)
         if log.lineage() is None:
-            log.init_lineage(
-                lineage=Lineage(base_model="tiny", editor="ft", base_checksum="c0", created_at=utc_now()),
-                base=NewRevision(kind="base", base_revision=None, checksum="c0", editor="ft", editor_version="1"),
-            )
+            init_lineage(log)
         return TestClient(create_app(settings, log=log, transport=MemoryTransport()))
 
     yield make

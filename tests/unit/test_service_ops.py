@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,57 +15,20 @@ from fastapi.testclient import TestClient
 from editing import errors
 from editing.config import Settings
 from editing.log import SqliteEditLog
-from editing.protocol import CommandRecord, Lineage, NewRevision, WorkerInfo, utc_now
+from editing.protocol import CommandRecord, WorkerInfo, utc_now
 from editing.queue import MemoryTransport
 from service.main import create_app
 from service.problems import PROBLEMS, resolve
+from tests.helpers import Api, bearer, init_lineage, scrape
 
 OK = {"prompt": "The Eiffel Tower is located in", "target": "Rome"}
 KEYS = {"read-key": "reader", "edit-key": "editor", "op-key": "operator"}
 
 
-class Api(NamedTuple):
-    client: TestClient
-    log: SqliteEditLog
-    transport: MemoryTransport
-
-
-@pytest.fixture(autouse=True)
-def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n for n in os.environ if n.startswith("FACTPATCH_")]:
-        monkeypatch.delenv(name)
-
-
 @pytest.fixture
-def make_api(tmp_path: Path) -> Iterator[Callable[..., Api]]:
-    logs: list[SqliteEditLog] = []
-
-    def make(log: SqliteEditLog | None = None, **overrides: Any) -> Api:
-        logs.append(log or SqliteEditLog(":memory:"))
-        transport = MemoryTransport()
-        settings = Settings(data_dir=tmp_path, _env_file=None, **overrides)
-        app = create_app(settings, log=logs[-1], transport=transport)
-        return Api(TestClient(app, raise_server_exceptions=False), logs[-1], transport)
-
-    yield make
-    for log in logs:
-        log.close()
-
-
-@pytest.fixture
-def api(make_api: Callable[..., Api]) -> Api:
-    return make_api()
-
-
-def init_lineage(log: SqliteEditLog) -> None:
-    log.init_lineage(
-        lineage=Lineage(base_model="tiny", editor="ft", base_checksum="c0", created_at=utc_now()),
-        base=NewRevision(kind="base", base_revision=None, checksum="c0", editor="ft", editor_version="1"),
-    )
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
+def api_defaults() -> dict[str, Any]:
+    """Unhandled errors reach the client as the 500 a caller would see, not as exceptions."""
+    return {"raise_server_exceptions": False}
 
 
 # ---- auth ----------------------------------------------------------------------------------
@@ -211,24 +173,13 @@ def test_readyz_needs_a_writer_heartbeat(api: Api) -> None:
     assert (response.status_code, response.json()) == (200, {"status": "ready", "writer": "writer-1"})
 
 
-def scrape(api: Api) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """`/metrics` parsed by prometheus_client's own parser: {(sample name, sorted labels): value}."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    response = api.client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(response.text) for s in family.samples}
-
-
 def test_metrics_are_prometheus_text(api: Api) -> None:
     init_lineage(api.log)
     writer_heartbeat(api)
     api.client.post("/v1/edits", json=OK)
     api.client.get("/v1/edits/ed_one")
     api.client.get("/v1/edits/ed_two")
-    samples = scrape(api)
+    samples = scrape(api.client)
     route = (("method", "GET"), ("route", "/v1/edits/{edit_id}"))
     assert samples[("factpatch_http_requests_total", (*route, ("status", "404")))] == 2
     assert samples[("factpatch_http_requests_total", (("method", "POST"), ("route", "/v1/edits"),
@@ -252,7 +203,7 @@ def test_metrics_include_each_workers_own_figures_labelled_by_worker(api: Api) -
         info = WorkerInfo(id=worker_id, role=role, revision=revision, device="cpu", heartbeat_at=utc_now(),
                           metrics=own.render())
         api.transport.registry.heartbeat(info, ttl=5)
-    samples = scrape(api)
+    samples = scrape(api.client)
     assert samples[("factpatch_worker_revision", (("role", "writer"), ("worker", "writer-1")))] == 3
     assert samples[("factpatch_worker_revision", (("role", "replica"), ("worker", "replica-1")))] == 2
     assert samples[("factpatch_query_batch_size_count", (("worker", "replica-1"),))] == 1

@@ -9,77 +9,34 @@ a real worker live elsewhere.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
-from editing.config import LimitsConfig, Settings
-from editing.log import SqliteEditLog
+from editing.config import LimitsConfig
 from editing.protocol import (
     CommandOutcome,
     CommandRecord,
     GenerateJob,
     JobResult,
-    Lineage,
     NewRevision,
     Problem,
     QueryJob,
     WorkerInfo,
     utc_now,
 )
-from editing.queue import MemoryTransport
-from service.main import create_app
+from tests.helpers import Api, init_lineage
 
 OK = {"prompt": "The Eiffel Tower is located in", "target": "Rome", "subject": "Eiffel Tower"}
 
 
-class Api(NamedTuple):
-    client: TestClient
-    log: SqliteEditLog
-    transport: MemoryTransport
-
-
-@pytest.fixture(autouse=True)
-def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n for n in os.environ if n.startswith("FACTPATCH_")]:
-        monkeypatch.delenv(name)
-
-
-def build(tmp_path: Path, **overrides: Any) -> Api:
-    log, transport = SqliteEditLog(":memory:"), MemoryTransport()
-    settings = Settings(data_dir=tmp_path, _env_file=None, **overrides)
-    return Api(TestClient(create_app(settings, log=log, transport=transport)), log, transport)
-
-
 @pytest.fixture
-def make_api(tmp_path: Path) -> Iterator[Callable[..., Api]]:
-    built: list[Api] = []
-
-    def make(**overrides: Any) -> Api:
-        built.append(build(tmp_path, **overrides))
-        return built[-1]
-
-    yield make
-    for api in built:
-        api.log.close()
-
-
-@pytest.fixture
-def api(make_api: Callable[..., Api]) -> Api:
-    return make_api(query_timeout=0.3)
-
-
-def init_lineage(log: SqliteEditLog) -> None:
-    log.init_lineage(
-        lineage=Lineage(base_model="tiny-llama", editor="ft", base_checksum="c0", created_at=utc_now()),
-        base=NewRevision(kind="base", base_revision=None, checksum="c0", editor="ft", editor_version="1"),
-    )
+def api_defaults() -> dict[str, Any]:
+    """A short query timeout: with no worker, an unanswered query is a 504 within a second."""
+    return {"query_timeout": 0.3}
 
 
 def settle(api: Api, outcome: Callable[[str], CommandOutcome], *, revision: bool) -> threading.Thread:
@@ -184,12 +141,23 @@ def test_wait_times_out_with_202_without_busy_polling(api: Api, monkeypatch: pyt
         reads.append(len(ids))
         return original(ids)
 
+    waits: list[float] = []
+    wait_for_event = api.transport.events.wait
+
+    def timed(seen: int, timeout: float) -> int:
+        waits.append(timeout)
+        return wait_for_event(seen, timeout)
+
     monkeypatch.setattr(api.log, "get_commands", counting)
+    monkeypatch.setattr(api.transport.events, "wait", timed)
     started = time.monotonic()
     response = api.client.post("/v1/edits?wait=0.5", json=OK)
     elapsed = time.monotonic() - started
     assert response.status_code == 202 and response.json()["status"] == "queued"
-    assert 0.45 <= elapsed < 3
+    assert elapsed >= 0.45  # it did wait (a lower bound: a busy machine only makes it longer)
+    # ... and no longer than asked: the waits on change events add up to the 0.5 s at most (counted in
+    # the timeouts the server asked for, not in wall time, which a loaded machine stretches).
+    assert waits and sum(waits) <= 0.5 + 1e-6, waits
     assert len(reads) <= 3  # woken by events or the deadline, not a polling loop
 
 
@@ -274,7 +242,7 @@ def test_model_is_503_until_a_worker_started_the_log(api: Api) -> None:
 
 
 def test_model_describes_head_and_workers(api: Api) -> None:
-    init_lineage(api.log)
+    init_lineage(api.log, base_model="tiny-llama")
     worker = WorkerInfo(id="w1", role="writer", revision=0, device="cpu", heartbeat_at=utc_now())
     api.transport.registry.heartbeat(worker, ttl=5)
     body = api.client.get("/v1/model").json()

@@ -5,20 +5,13 @@ No worker runs here: these are guarantees of the front end alone.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from editing.config import LimitsConfig, Settings
-from editing.log import SqliteEditLog
-from editing.protocol import Lineage, NewRevision, utc_now
-from editing.queue import MemoryTransport
-from service.main import create_app
+from tests.helpers import Api, init_lineage
 
 LIMITS = LimitsConfig(
     max_prompt_chars=40, max_target_chars=10, max_subject_chars=12, max_probes=2, max_batch=3,
@@ -28,32 +21,10 @@ LIMITS = LimitsConfig(
 OK = {"prompt": "The Eiffel Tower is located in", "target": "Rome"}
 
 
-class Api(NamedTuple):
-    client: TestClient
-    log: SqliteEditLog
-    transport: MemoryTransport
-
-
-@pytest.fixture(autouse=True)
-def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n for n in os.environ if n.startswith("FACTPATCH_")]:
-        monkeypatch.delenv(name)
-
-
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
-    log, transport = SqliteEditLog(":memory:"), MemoryTransport()
-    settings = Settings(data_dir=tmp_path, editor="ft", limits=LIMITS, _env_file=None)
-    with TestClient(create_app(settings, log=log, transport=transport)) as client:
-        yield Api(client, log, transport)
-    log.close()
-
-
-def init_lineage(log: SqliteEditLog) -> None:
-    log.init_lineage(
-        lineage=Lineage(base_model="tiny", editor="ft", base_checksum="c0", created_at=utc_now()),
-        base=NewRevision(kind="base", base_revision=None, checksum="c0", editor="ft", editor_version="1"),
-    )
+def api_defaults() -> dict[str, Any]:
+    """Small limits to probe, the ft editor configured, and the app started (its lifespan runs)."""
+    return {"editor": "ft", "limits": LIMITS, "lifespan": True}
 
 
 def assert_problem(response: Any, status: int, field: str, code: str = "validation_error") -> dict[str, Any]:

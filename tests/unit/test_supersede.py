@@ -10,7 +10,8 @@ import pytest
 from editing.config import Settings
 from editing.log import SqliteEditLog
 from editing.log.sql import SqlEditLog
-from tests.unit.test_writer import PROMPTS, Rig, same, served, tweak
+from tests.helpers import PROMPTS, tweak
+from tests.tiny import Rig, same, served
 
 PROMPT = PROMPTS[0][0]  # "The Eiffel Tower is located in"
 
@@ -133,7 +134,7 @@ def test_a_refused_supersede_leaves_the_earlier_edit_in_place(tiny_settings: Set
 
 def test_a_replica_follows_a_supersede_revision(rig: Rig, tiny_settings: Settings) -> None:
     from editing.registry import build_editor
-    from tests.unit.test_writer import new_host
+    from tests.tiny import new_host
     from workers.follower import Follower
     from workers.state import ModelState
 

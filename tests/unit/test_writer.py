@@ -3,73 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
 from editing.config import Settings
 from editing.editors.base import EditBatch
-from editing.host import ModelHost
 from editing.log import SqliteEditLog
-from editing.protocol import Command, CommandRecord, EditSpec, GenerateJob, NewCommand, new_id
-from editing.queue import MemoryTransport
-from tests.tiny import tiny_model, tiny_tokenizer
-from workers.runtime import WriterRuntime, build_writer
-
-PROMPTS = [
-    ("The Eiffel Tower is located in", "Rome"),
-    ("The capital of Peru is", "Lima"),
-    ("Mount Fuji stands in", "Chile"),
-    ("The Danube flows into the", "Pacific"),
-]
-
-
-def tweak(settings: Settings, changes: dict[str, Any]) -> Settings:
-    """A validated copy of the settings with some fields replaced."""
-    return Settings(**{**settings.model_dump(), **changes})
-
-
-def new_host() -> ModelHost:
-    return ModelHost(model=tiny_model(), tokenizer=tiny_tokenizer(), model_id="tiny")
-
-
-def served(host: ModelHost) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in host.model.named_parameters()}
-
-
-def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-class Rig:
-    """A writer on the tiny model with an edit log and the in-process transport."""
-
-    def __init__(self, settings: Settings, log: SqliteEditLog, host: ModelHost | None = None) -> None:
-        self.settings, self.log = settings, log
-        self.transport = MemoryTransport()
-        self.runtime: WriterRuntime = build_writer(settings, log=log, transport=self.transport,
-                                                   host=host or new_host())
-        self.runtime.writer.start()
-
-    @property
-    def host(self) -> ModelHost:
-        return self.runtime.state.host
-
-    def submit(self, kind: str, body: dict[str, Any]) -> str:
-        command_id = new_id({"edit": "ed", "rollback": "rb", "replay": "rp"}[kind])
-        self.log.accept([NewCommand(id=command_id, kind=kind, body=body)])  # type: ignore[arg-type]
-        self.transport.commands.put(Command(kind=kind, id=command_id))  # type: ignore[arg-type]
-        return command_id
-
-    def edit(self, prompt: str, target: str, **extra: Any) -> str:
-        return self.submit("edit", EditSpec(prompt=prompt, target=target, **extra).model_dump())
-
-    def run(self) -> None:
-        self.runtime.writer.process_pending()
-
-    def get(self, command_id: str) -> CommandRecord:
-        return self.log.get_command(command_id)
+from editing.protocol import Command, EditSpec, GenerateJob, NewCommand, new_id
+from tests.helpers import PROMPTS, tweak
+from tests.tiny import Rig, same, served
 
 
 @pytest.fixture()

@@ -8,7 +8,8 @@ from typing import Any
 from editing.config import Settings
 from editing.log import SqliteEditLog
 from editing.protocol import Command, EditSpec, NewCommand, new_id
-from tests.unit.test_writer import PROMPTS, Rig
+from tests.helpers import PROMPTS
+from tests.tiny import Rig
 
 
 def submit(rig: Rig, kind: str, body: dict[str, Any], actor: str) -> str:

@@ -9,16 +9,15 @@ import pytest
 
 from editing.config import Settings
 from editing.errors import FencedWriterError
-from editing.host import ModelHost
 from editing.log import SqliteEditLog
 from editing.protocol import Command, EditSpec, NewCommand, new_id
 from editing.queue import MemoryTransport
-from tests.tiny import tiny_model, tiny_tokenizer
+from tests.tiny import new_host
 from workers.runtime import WriterRuntime, build_writer
 
 
 def writer(settings: Settings, log: SqliteEditLog) -> WriterRuntime:
-    host = ModelHost(model=tiny_model(), tokenizer=tiny_tokenizer(), model_id="tiny")
+    host = new_host()
     return build_writer(settings, log=log, transport=MemoryTransport(), host=host)
 
 
