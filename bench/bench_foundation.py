@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from editing.config import Settings
+from contract.config import Settings
 from editing.data import load_cases
-from editing.log import SqliteEditLog
-from editing.protocol import Command, NewCommand, new_id
-from editing.queue import MemoryTransport
+from store.log import SqliteEditLog
+from contract.protocol import Command, NewCommand, new_id
+from store.queue import MemoryTransport
 from workers.runtime import WriterRuntime, build_writer
 
 DEFAULT_DATA = "/work/shared/data/counterfact-val.json"

@@ -2,7 +2,7 @@
 
 Each edit is sent the way apps send it (prompt, target, subject; no locality prompts), one at a
 time from the base model: the editor computes and applies it, the guard's own code decides
-(`editing.report`: standing facts, derived neighbours, with the configured settings), and the
+(`editing.guard`: standing facts, derived neighbours, with the configured settings), and the
 edit is undone. Independently of the guard, every neighbour of bench/data/wellknown.json (never
 sent, never probed by the guard) is decoded before and after: an edit "breaks" one when the base
 model named its answer first and the edited one does not. So the table says how many breaking
@@ -27,15 +27,15 @@ from typing import Any
 
 import torch
 
-from editing.config import Settings
+from contract.config import Settings
 from editing.editors.base import EditBatch, Editor
 from editing.host import ModelHost
 from editing.loading import load_host
 from editing.probes import about_any, answers_fact
-from editing.protocol import EditSpec
+from contract.protocol import EditSpec
 from editing.registry import build_editor
-from editing.report import StandingCache, guard_probes, guard_verdict, measure, watched
-from editing.subjects import edit_subject
+from editing.guard import StandingCache, guard_probes, guard_verdict, measure, watched
+from contract.subjects import edit_subject
 
 DATA = Path(__file__).parent / "data" / "wellknown.json"
 COUNTERFACT = Path("/work/shared/data/counterfact-edit.json")
@@ -105,9 +105,9 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def writer_cost(host: ModelHost, editor_name: str, count: int) -> dict[str, Any]:
     """Median writer seconds per edit (edits sent one at a time), default guard vs probes off."""
-    from editing.log import SqliteEditLog
-    from editing.protocol import NewCommand, new_id
-    from editing.queue import MemoryTransport
+    from store.log import SqliteEditLog
+    from contract.protocol import NewCommand, new_id
+    from store.queue import MemoryTransport
     from workers.runtime import build_writer
 
     out: dict[str, Any] = {}

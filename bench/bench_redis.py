@@ -58,7 +58,7 @@ def timed_main(argv: list[str]) -> int:
                 out.write(json.dumps(line) + "\n")
 
     writer_module.run_edit_group = run_edit_group  # type: ignore[assignment]
-    from workers.cli import main
+    from cli.main import main
 
     return main(argv)
 

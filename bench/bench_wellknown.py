@@ -63,7 +63,7 @@ def start_service(editor: str, data_dir: Path, port: int) -> subprocess.Popen[by
            "FACTPATCH_QUERY_TIMEOUT": "600"}  # a loaded CPU must slow the benchmark down, not fail it
     env.setdefault("FACTPATCH_MODELS_DIR", str(Path.home() / ".factpatch" / "models"))
     log = (data_dir / "serve.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", "workers", "serve"], env=env, stdout=log, stderr=log)
+    return subprocess.Popen([sys.executable, "-m", "cli", "serve"], env=env, stdout=log, stderr=log)
 
 
 def wait_ready(client: httpx.Client, proc: subprocess.Popen[bytes], timeout: float = 600) -> None:

@@ -61,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from editing.config import Settings
+    from contract.config import Settings
     from editing.data import load_cases
     from editing.editors.base import EditBatch
     from editing.loading import load_host

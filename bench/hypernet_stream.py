@@ -25,7 +25,7 @@ import torch
 
 def accuracy(host: Any, pairs: list[tuple[str, str]], *, batch: int = 32) -> tuple[list[float], list[torch.Tensor]]:
     """Per pair: token accuracy of the continuation (teacher-forced) and the argmax tokens."""
-    from editing.editors.hypernet.state import answer_logits, answer_rows
+    from editing.editors.hypernet.capture import answer_logits, answer_rows
 
     accs: list[float] = []
     argmaxes: list[torch.Tensor] = []
@@ -43,7 +43,7 @@ def accuracy(host: Any, pairs: list[tuple[str, str]], *, batch: int = 32) -> tup
 
 def prime(editor: Any, cases: list[Any], n: int, batches: int) -> None:
     """Fill an untrained editor's normaliser from base-model batches (what training would have done)."""
-    from editing.editors.hypernet.state import collect
+    from editing.editors.hypernet.capture import collect
 
     for b in range(batches):
         chunk = cases[b * n : (b + 1) * n]
@@ -54,7 +54,7 @@ def prime(editor: Any, cases: list[Any], n: int, batches: int) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from editing.config import Settings
+    from contract.config import Settings
     from editing.data import load_cases
     from editing.editors.base import EditBatch
     from editing.editors.hypernet.train import usable

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from editing.artifacts import tensors_from_bytes
-from editing.config import Settings
+from contract.config import Settings
 from editing.data import load_cases
 from editing.host import ModelHost
 from editing.loading import load_host

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from editing.artifacts import tensors_to_bytes
-from editing.config import Settings
+from contract.config import Settings
 from editing.data import load_cases
 from editing.data.cases import EditCase
 from editing.editors.base import EditBatch, Editor

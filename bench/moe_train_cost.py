@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from editing.config import Settings
+from contract.config import Settings
 from editing.data import load_cases
 from editing.editors.moe_adaptor.experts import init_expert, swiglu
 from editing.editors.moe_adaptor.layer import MoEAdaptorLayer

@@ -11,9 +11,13 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /app
 RUN pip install --no-cache-dir "torch==2.13.0" --index-url https://download.pytorch.org/whl/cu124
 COPY pyproject.toml README.md ./
+COPY contract ./contract
+COPY store ./store
 COPY editing ./editing
-COPY service ./service
+COPY evaluation ./evaluation
 COPY workers ./workers
+COPY service ./service
+COPY cli ./cli
 RUN pip install --no-cache-dir ".[service,worker]"
 ENV FACTPATCH_DATA_DIR=/data
 VOLUME ["/data"]

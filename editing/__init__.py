@@ -1,7 +1,6 @@
-"""factpatch's editing library: model host, editors, edit log, datasets and evaluation.
-
-Torch-free modules (protocol, errors, config, log, queue) import eagerly; everything that needs
-torch is imported on first attribute access.
+"""factpatch's editing core: the model host, the editors (one folder per family), the guard,
+probes, datasets and shipped checkpoints. Everything here needs torch; names are imported on
+first attribute access so that `import editing` stays cheap.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load as st_load
 from torch import Tensor
 
-from editing.errors import NonFiniteDeltaError
+from contract.errors import NonFiniteDeltaError
 
 _RESERVED = ("factpatch.editor", "factpatch.version", "factpatch.meta")
 

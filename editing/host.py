@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from editing.errors import InvalidQueryError, PromptTooLongError, TargetNotFoundError
+from contract.errors import InvalidQueryError, PromptTooLongError, TargetNotFoundError
 from editing.generation import BatchDecoder, Generation, GenerationRequest, Sampling
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from editing.config import Settings
+from contract.config import Settings
 from editing.host import ModelHost, resolve_device, resolve_dtype
 from editing.model_source import resolve_model
 

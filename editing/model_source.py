@@ -19,7 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from editing.config import DEFAULT_MODEL
+from contract.config import DEFAULT_MODEL
 
 logger = logging.getLogger(__name__)
 

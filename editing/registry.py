@@ -7,7 +7,7 @@ import pkgutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from editing.errors import UnknownEditorError
+from contract.errors import UnknownEditorError
 
 if TYPE_CHECKING:
     from editing.editors.base import Editor, EditorConfig

@@ -39,7 +39,7 @@ def free_port() -> int:
 
 
 def factpatch(env: dict[str, str], *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "workers", *args], env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "cli", *args], env=env, capture_output=True, text=True,
                          check=True, timeout=600)
     return out.stdout
 
@@ -99,7 +99,7 @@ def main(out: Path) -> int:
                FACTPATCH_MODELS_DIR=os.environ.get("FACTPATCH_MODELS_DIR", str(Path.home() / ".factpatch/models")))
     editor = factpatch(env, "keys", "create", "--name", "eddie", "--role", "editor").strip()
     operator = factpatch(env, "keys", "create", "--name", "olga", "--role", "operator").strip()
-    server = subprocess.Popen([sys.executable, "-m", "workers", "serve"], env=env,
+    server = subprocess.Popen([sys.executable, "-m", "cli", "serve"], env=env,
                               stdout=subprocess.DEVNULL, stderr=(data / "serve.log").open("w"))
     driver = None
     try:

@@ -24,9 +24,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from editing import logcontext
-from editing.config import EnvKeyConfig, Role
-from editing.log import KeyStore, key_digest
+from contract import logcontext
+from contract.config import EnvKeyConfig, Role
+from store.log import KeyStore, key_digest
 from service.problems import AuthenticationError, PermissionDeniedError
 
 ROLE_RANK: dict[str, int] = {"reader": 0, "editor": 1, "operator": 2}

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Query, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from editing.config import Settings
+from contract.config import Settings
 from service.auth import Principal, require_role
 from service.jsonshape import check_json_shape, too_deep
 from service.problems import FieldError, RateLimitedError, RequestInvalidError

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from editing.config import LimitsConfig
+from contract.config import LimitsConfig
 from service.problems import FieldError, RequestInvalidError, field_path
 
 JsonPath = tuple[str | int, ...]

@@ -16,10 +16,10 @@ from typing import Protocol
 from anyio import CapacityLimiter
 from fastapi import FastAPI
 
-from editing import logcontext
-from editing.config import Settings
-from editing.log import EditLog, open_log
-from editing.queue import Transport
+from contract import logcontext
+from contract.config import Settings
+from store.log import EditLog, open_log
+from store.queue import Transport
 from service.auth import KeyRing
 from service.metrics import HttpMetrics
 from service.middleware import MetricsMiddleware, RequestIdMiddleware
@@ -38,7 +38,7 @@ class _Closable(Protocol):
 
 def redis_transport(settings: Settings) -> Transport:
     """The production transport; imported lazily so the embedded service needs no redis package."""
-    from editing.queue.redis import RedisTransport
+    from store.queue.redis import RedisTransport
 
     assert settings.redis_url is not None
     transport: Transport = RedisTransport.from_url(settings.redis_url, config=settings.queue)

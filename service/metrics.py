@@ -23,7 +23,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from editing.protocol import WorkerInfo
+from contract.protocol import WorkerInfo
 
 logger = logging.getLogger(__name__)
 

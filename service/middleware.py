@@ -3,7 +3,7 @@
 `RequestIdMiddleware` echoes a client's `X-Request-Id` when it is 1–128 characters of
 `[A-Za-z0-9._:-]`, else makes one (`req_…`). It stores the id in `scope["state"]` (so the
 outermost 500 handler can still read it), in a contextvar, and in a log context scope
-(`editing.logcontext`), so log lines carry it, also in threadpool workers, which copy the context.
+(`contract.logcontext`), so log lines carry it, also in threadpool workers, which copy the context.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from editing import logcontext
-from editing.protocol import new_id
+from contract import logcontext
+from contract.protocol import new_id
 from service.metrics import HttpMetrics
 
 REQUEST_ID_HEADER = "X-Request-Id"

@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from starlette.requests import Request
 
-from editing.errors import NotFoundError, WorkerUnavailableError
-from editing.log import EditLog
-from editing.protocol import ChatMessage, GenerateJob, JobResult, QueryChunk, new_id
+from contract.errors import NotFoundError, WorkerUnavailableError
+from store.log import EditLog
+from contract.protocol import ChatMessage, GenerateJob, JobResult, QueryChunk, new_id
 from service.openai_protocol import (
     CHAT_UNSUPPORTED,
     COMPLETION_UNSUPPORTED,

@@ -34,8 +34,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from editing import errors as e
-from editing.protocol import Problem
+from contract import errors as e
+from contract.protocol import Problem
 from service.middleware import REQUEST_ID_HEADER, request_id_of
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class WorkerProblemError(e.EditingError):
 
 # ---- the table -----------------------------------------------------------------------------
 
-# Statuses and titles of the editing errors come from the one table in editing.errors (the workers
+# Statuses and titles of the editing errors come from the one table in contract.errors (the workers
 # store the same problem documents); the slug is the class's code in kebab case.
 PROBLEMS: dict[type[BaseException], tuple[int, str, str]] = {
     e.EditingError: (500, "editing-error", "Editing error"),

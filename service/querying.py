@@ -19,9 +19,9 @@ import anyio.to_thread
 from anyio import CapacityLimiter
 from starlette.requests import Request
 
-from editing.errors import JobTimeoutError
-from editing.protocol import JobResult, Problem, QueryChunk, QueryJob
-from editing.queue import QueryBus
+from contract.errors import JobTimeoutError
+from contract.protocol import JobResult, Problem, QueryChunk, QueryJob
+from store.queue import QueryBus
 from service.problems import WorkerProblemError
 
 WATCH_EVERY_S = 0.25  # how often a waiting query checks that its client is still connected

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
-from editing.config import RateLimitConfig
+from contract.config import RateLimitConfig
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 from pydantic_core import PydanticCustomError
 
-from editing.config import LimitsConfig
-from editing.protocol import CommandRecord, CommandStatus, EditSpec, RevisionKind, RevisionRecord, WorkerInfo
+from contract.config import LimitsConfig
+from contract.protocol import CommandRecord, CommandStatus, EditSpec, RevisionKind, RevisionRecord, WorkerInfo
 from service.problems import FieldError, RequestInvalidError, field_errors
 
 Model = TypeVar("Model", bound=BaseModel)

@@ -21,8 +21,8 @@ from fastapi import Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from editing.config import Settings
-from editing.errors import (
+from contract.config import Settings
+from contract.errors import (
     EditNotFoundError,
     NotFoundError,
     QueueFullError,
@@ -31,8 +31,8 @@ from editing.errors import (
     UnknownEditorError,
     WorkerUnavailableError,
 )
-from editing.log import EditLog
-from editing.protocol import (
+from store.log import EditLog
+from contract.protocol import (
     FINAL_STATUSES,
     Command,
     CommandKind,
@@ -46,7 +46,7 @@ from editing.protocol import (
     canonical_hash,
     new_id,
 )
-from editing.queue import Transport
+from store.queue import Transport
 from service.metrics import HttpMetrics, StateCollector
 from service.problems import FieldError, RequestInvalidError
 from service.querying import QueryClient, QueryStream, sse

@@ -67,7 +67,7 @@ def tiny_host() -> Iterator[Any]:
 
 @pytest.fixture()
 def tiny_settings(tmp_path: Path, tiny_model_dir: Path) -> Any:
-    from editing.config import Settings
+    from contract.config import Settings
 
     return Settings(
         model=str(tiny_model_dir),

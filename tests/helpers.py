@@ -16,11 +16,11 @@ from typing import Any, NamedTuple, TypeVar
 import httpx
 from fastapi.testclient import TestClient
 
-from editing.config import Settings
-from editing.log import EditLog, SqliteEditLog
-from editing.log.sql import SqlEditLog
-from editing.protocol import Lineage, NewRevision, utc_now
-from editing.queue import MemoryTransport
+from contract.config import Settings
+from store.log import EditLog, SqliteEditLog
+from store.log.sql import SqlEditLog
+from contract.protocol import Lineage, NewRevision, utc_now
+from store.queue import MemoryTransport
 
 T = TypeVar("T")
 

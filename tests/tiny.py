@@ -13,14 +13,14 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from editing.config import Settings
+from contract.config import Settings
 from editing.editors.base import EditBatch
 from editing.editors.hypernet.config import TrainConfig
 from editing.editors.hypernet.runner import train
 from editing.host import ModelHost
-from editing.log.sql import SqlEditLog
-from editing.protocol import Command, CommandRecord, EditSpec, NewCommand, new_id
-from editing.queue import MemoryTransport
+from store.log.sql import SqlEditLog
+from contract.protocol import Command, CommandRecord, EditSpec, NewCommand, new_id
+from store.queue import MemoryTransport
 from workers.runtime import WriterRuntime, build_writer
 
 SPECIALS = ["<pad>", "<bos>", "<eos>"]

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from editing import logcontext
-from editing.config import Settings
+from contract import logcontext
+from contract.config import Settings
 from editing.editors.base import Editor
 from editing.host import ModelHost
-from editing.log import EditLog
-from editing.protocol import CommandOutcome, NewRevision, RevisionRecord
-from editing.report import StandingCache
+from store.log import EditLog
+from contract.protocol import CommandOutcome, NewRevision, RevisionRecord
+from editing.guard import StandingCache
 from workers.state import ModelState
 
 

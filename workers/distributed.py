@@ -19,13 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from editing.config import Settings
-from editing.errors import FencedWriterError, LogMismatchError
-from editing.log import EditLog
-from editing.queue.redis import RedisTransport
+from contract.config import Settings
+from contract.errors import FencedWriterError, LogMismatchError
+from store.log import EditLog
+from store.queue.redis import RedisTransport
 from workers.follower import Follower, wait_for_lineage
 from workers.heartbeat import run_heartbeats, worker_info
-from workers.lease import LeaseKeeper
+from workers.lease_keeper import LeaseKeeper
 from workers.runtime import WriterRuntime, build_writer
 
 logger = logging.getLogger(__name__)

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from editing.artifacts import EditArtifact
-from editing.config import StandingFact
+from contract.config import StandingFact
 from editing.editors.base import EditBatch
-from editing.errors import EditingError, EditRejectedError, GuardFailedError, to_problem
-from editing.protocol import CommandOutcome, CommandRecord, EditReport, EditSpec, RevisionRecord
-from editing.report import (
+from contract.errors import EditingError, EditRejectedError, GuardFailedError, to_problem
+from contract.protocol import CommandOutcome, CommandRecord, EditReport, EditSpec, RevisionRecord
+from editing.guard import (
     GuardFinding,
     GuardProbes,
     Measurement,

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 
-from editing.errors import LogMismatchError
-from editing.log import EditLog
-from editing.protocol import Lineage, RevisionRecord
-from editing.queue import Events
+from contract.errors import LogMismatchError
+from store.log import EditLog
+from contract.protocol import Lineage, RevisionRecord
+from store.queue import Events
 from workers.state import ModelState
 
 logger = logging.getLogger(__name__)

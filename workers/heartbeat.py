@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from editing.protocol import WorkerInfo, utc_now
-from editing.queue import Transport
+from contract.protocol import WorkerInfo, utc_now
+from store.queue import Transport
 from workers.state import ModelState
 
 

@@ -22,7 +22,7 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
-from editing.protocol import CommandRecord
+from contract.protocol import CommandRecord
 
 logger = logging.getLogger(__name__)
 

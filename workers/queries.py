@@ -15,11 +15,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-from editing.config import QueryConfig
-from editing.errors import RevisionNotReachedError, to_problem
-from editing.protocol import SCHEMA_VERSION, JobResult, Problem, QueryJob
-from editing.queue import Transport
-from editing.queue.base import job_expired
+from contract.config import QueryConfig
+from contract.errors import RevisionNotReachedError, to_problem
+from contract.protocol import SCHEMA_VERSION, JobResult, Problem, QueryJob
+from store.queue import Transport
+from store.queue.base import job_expired
 from workers.query_batch import BatchRunner
 from workers.state import ModelState
 

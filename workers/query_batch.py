@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
-from editing.errors import EditingError, PromptTooLongError, to_problem
+from contract.errors import EditingError, PromptTooLongError, to_problem
 from editing.generation import Generation, GenerationRequest, Sampling
 from editing.host import ModelHost
-from editing.protocol import GenerateJob, JobResult, QueryChunk, QueryJob, ScoreJob
-from editing.queue import QueryBus
+from contract.protocol import GenerateJob, JobResult, QueryChunk, QueryJob, ScoreJob
+from store.queue import QueryBus
 from workers.state import ModelState
 
 logger = logging.getLogger(__name__)

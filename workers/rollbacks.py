@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor
 
 from editing.editors.base import EditBatch
-from editing.errors import (
+from contract.errors import (
     AlreadyRolledBackError,
     ConflictError,
     EditingError,
@@ -17,7 +17,7 @@ from editing.errors import (
     RevisionNotFoundError,
     to_problem,
 )
-from editing.protocol import CommandOutcome, CommandRecord, EditSpec, NewRevision, new_id
+from contract.protocol import CommandOutcome, CommandRecord, EditSpec, NewRevision, new_id
 from workers.context import WriterContext
 
 logger = logging.getLogger(__name__)

@@ -8,11 +8,11 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
-from editing.config import Settings
+from contract.config import Settings
 from editing.host import ModelHost
 from editing.loading import load_host
-from editing.log import EditLog
-from editing.queue import Transport
+from store.log import EditLog
+from store.queue import Transport
 from editing.registry import build_editor
 from workers.context import WriterContext
 from workers.heartbeat import run_heartbeats, worker_info

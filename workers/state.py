@@ -16,10 +16,10 @@ from torch import Tensor
 
 from editing.artifacts import EditArtifact, tensors_from_bytes, tensors_to_bytes
 from editing.editors.base import Editor, Undo
-from editing.errors import ReplayMismatchError
+from contract.errors import ReplayMismatchError
 from editing.host import ModelHost
-from editing.log import EditLog
-from editing.protocol import Lineage, NewRevision, RevisionRecord, utc_now
+from store.log import EditLog
+from contract.protocol import Lineage, NewRevision, RevisionRecord, utc_now
 from workers.metrics import WorkerMetrics
 
 logger = logging.getLogger(__name__)

@@ -1,16 +1,16 @@
 """Which applied edits a queued edit replaces, and how a group of edits is cut so that it can.
 
 An edit supersedes the applied edits of the same fact (same subject and relation template,
-`editing.subjects.fact_key`), and the applied edit it names in `supersedes`. The writer then
+`contract.subjects.fact_key`), and the applied edit it names in `supersedes`. The writer then
 makes ONE revision that reverts those and applies the new edit (`workers.edits.apply_batch`), so
 corrections never stack contradictory shifts.
 """
 
 from __future__ import annotations
 
-from editing.errors import ConflictError, EditingError, EditNotFoundError, to_problem
-from editing.protocol import CommandOutcome, EditSpec
-from editing.subjects import fact_key
+from contract.errors import ConflictError, EditingError, EditNotFoundError, to_problem
+from contract.protocol import CommandOutcome, EditSpec
+from contract.subjects import fact_key
 from workers.context import WriterContext
 
 Item = tuple[str, EditSpec]

@@ -12,10 +12,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from editing import logcontext
-from editing.errors import FencedWriterError
-from editing.protocol import CommandRecord
-from editing.queue import Transport
+from contract import logcontext
+from contract.errors import FencedWriterError
+from contract.protocol import CommandRecord
+from store.queue import Transport
 from workers.context import WriterContext
 from workers.edits import run_edit_group
 from workers.rollbacks import run_replay, run_rollback

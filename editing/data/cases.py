@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from editing.protocol import EditSpec
+from contract.protocol import EditSpec
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from editing.data.cases import EditCase, LocalityCase
-from editing.errors import InvalidDatasetError
+from contract.errors import InvalidDatasetError
 
 Record = dict[str, Any]
 Parser = Callable[[Record, str], EditCase]

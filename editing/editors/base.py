@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from editing.artifacts import EditArtifact
-from editing.protocol import EditSpec
+from contract.protocol import EditSpec
 
 if TYPE_CHECKING:
     from editing.host import ModelHost

@@ -25,8 +25,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from editing.config import GuardConfig, Settings, StandingFact
-from editing.subjects import edit_subject, relation_template, subject_key, subject_span
+from contract.config import GuardConfig, Settings, StandingFact
+from contract.subjects import edit_subject, relation_template, subject_key, subject_span
 
 __all__ = [
     "StandingFact",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.routers import console, edits, facts, openai, ops, queries, rollbacks, state
+from service.routers import console, edits, facts, model, openai, ops, queries, rollbacks
 
 ROUTERS: tuple[APIRouter, ...] = (
-    edits.router, facts.router, queries.router, openai.router, rollbacks.router, state.router, ops.router,
+    edits.router, facts.router, queries.router, openai.router, rollbacks.router, model.router, ops.router,
     console.router,
 )
 

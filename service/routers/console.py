@@ -11,7 +11,7 @@ from importlib import resources
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from editing.errors import NotFoundError
+from contract.errors import NotFoundError
 
 router = APIRouter(tags=["console"], include_in_schema=False)
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from editing.protocol import CommandStatus
+from contract.protocol import CommandStatus
 from service.deps import (
     CursorQuery,
     EditorDep,

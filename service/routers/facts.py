@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from editing.protocol import CommandStatus
+from contract.protocol import CommandStatus
 from service.deps import CursorQuery, EditServiceDep, LimitQuery, require_reader
 from service.schemas import PROBLEM_RESPONSES, FactPage
 

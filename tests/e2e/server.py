@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import httpx
 import uvicorn
 
-from editing.config import Settings
-from editing.log import EditLog, open_log
-from editing.queue import MemoryTransport
+from contract.config import Settings
+from store.log import EditLog, open_log
+from store.queue import MemoryTransport
 from service.main import create_app
 from tests.helpers import free_port, wait_until
 from workers.runtime import WriterRuntime, build_writer

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from editing.config import Settings
+from contract.config import Settings
 from tests.e2e.server import Embedded, embedded_service
 from tests.helpers import revision_checksum
 

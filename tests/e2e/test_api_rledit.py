@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from editing.config import Settings
+from contract.config import Settings
 from editing.loading import load_host
 from tests.e2e.server import embedded_service
 from tests.helpers import revision_checksum, tweak

@@ -25,7 +25,7 @@ EDIT = {"prompt": "The Eiffel Tower is located in", "target": "Rome"}
 def serve(env: dict[str, str], port: int, output: Path) -> Iterator[str]:
     """`factpatch serve` on `port` until the block ends (then SIGINT); its stdout and stderr go to
     `output` (a file, not a pipe: nothing has to drain it while the server runs, or close it after)."""
-    cmd = [sys.executable, "-m", "workers", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "cli", "serve", "--port", str(port)]
     with output.open("w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"

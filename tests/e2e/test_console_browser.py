@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from editing.config import Settings
-from editing.log import new_secret, open_log
+from contract.config import Settings
+from store.log import new_secret, open_log
 from tests.conftest import LENIENT_GUARD, TINY_EDITOR_CONFIGS
 from tests.e2e.server import Embedded, embedded_service
 

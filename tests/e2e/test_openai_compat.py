@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from editing.config import Settings
+from contract.config import Settings
 from tests.e2e.server import Embedded, embedded_service
 
 QUESTION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where is the tower?"}]

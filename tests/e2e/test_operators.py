@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from editing.config import Settings
+from contract.config import Settings
 from tests.conftest import LENIENT_GUARD, TINY_EDITOR_CONFIGS
 from tests.e2e.server import Embedded, embedded_service
-from workers.cli import main
+from cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 EIFFEL = ("The Eiffel Tower is located in the city of", "Rome")
@@ -55,7 +55,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 
 def _create_key(name: str, role: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "workers", "keys", "create", "--name", name, "--role", role],
+    out = subprocess.run([sys.executable, "-m", "cli", "keys", "create", "--name", name, "--role", role],
                          capture_output=True, text=True, timeout=60, check=True, cwd=REPO,
                          env={**os.environ, "FACTPATCH_DATA_DIR": os.environ["FACTPATCH_DATA_DIR"]})
     return out.stdout.strip()
@@ -122,7 +122,7 @@ _TORCHLESS = """
 import sys
 for name in ("torch", "transformers", "safetensors", "numpy"):
     sys.modules[name] = None
-from workers.cli import main
+from cli.main import main
 code = main(["edits", "list", "--json"])
 assert code == 0, code
 heavy = sorted(m for m in sys.modules if m.startswith(("editing.host", "editing.editors", "workers.runtime")))

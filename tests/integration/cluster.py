@@ -1,7 +1,7 @@
 """Helpers of the Redis integration tests: a redis-server of their own, factpatch processes, waits.
 
 Everything here starts real processes: `redis-server` on a free port (`--save ""`, AOF only when
-asked for), `python -m workers api` and `python -m workers worker --role ...` with FACTPATCH_
+asked for), `python -m cli api` and `python -m cli worker --role ...` with FACTPATCH_
 variables, each writing its output to a file under the test's folder (shown when a wait fails).
 """
 
@@ -95,7 +95,7 @@ class Process:
         self.name, self.args, self.env = name, args, env
         self.logfile = folder / f"{name}.log"
         with self.logfile.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "workers", *args], env=env, stdout=out,
+            self.proc = subprocess.Popen([sys.executable, "-m", "cli", *args], env=env, stdout=out,
                                          stderr=subprocess.STDOUT)
 
     @property

@@ -13,10 +13,10 @@ from urllib.parse import quote
 
 import pytest
 
-from editing.config import Settings
-from editing.errors import FencedWriterError, NotFoundError, UnavailableError
-from editing.log import open_log
-from editing.protocol import Lineage, NewCommand, NewRevision, new_id, utc_now
+from contract.config import Settings
+from contract.errors import FencedWriterError, NotFoundError, UnavailableError
+from store.log import open_log
+from contract.protocol import Lineage, NewCommand, NewRevision, new_id, utc_now
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.postgres
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.postgres
 try:
     import psycopg
 
-    from editing.log.postgres import PostgresEditLog
+    from store.log.postgres import PostgresEditLog
 except ImportError:  # every test needs `postgres_url`, which skips (or fails under REQUIRE_POSTGRES)
     pass
 

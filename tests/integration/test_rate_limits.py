@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from editing.config import QueueConfig, RateLimitConfig, Settings
-from editing.log import SqliteEditLog
-from editing.protocol import new_id
-from editing.queue import MemoryTransport
-from editing.queue.redis import RedisTransport
+from contract.config import QueueConfig, RateLimitConfig, Settings
+from store.log import SqliteEditLog
+from contract.protocol import new_id
+from store.queue import MemoryTransport
+from store.queue.redis import RedisTransport
 from service.main import create_app
 from service.ratelimit import MemoryRateLimiter, RedisRateLimiter, gcra
 from tests.helpers import bearer, init_lineage, scrape
@@ -108,7 +108,7 @@ def test_api_processes_on_one_redis_share_a_keys_bucket(server: RedisServer, tmp
 
 @pytest.mark.redis
 def test_with_redis_away_requests_pass(tmp_path: Path) -> None:
-    from editing.queue.redis_common import connect
+    from store.queue.redis_common import connect
 
     limiter = RedisRateLimiter(connect("redis://127.0.0.1:1/0"), config=RateLimitConfig(edits_per_minute=1),
                                key=lambda kind, actor: f"x:{kind}:{actor}")

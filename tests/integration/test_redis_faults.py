@@ -13,11 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from editing.config import Settings
-from editing.log import EditLog, open_log
-from editing.protocol import GenerateJob, new_id
-from editing.queue.keys import Keys
-from editing.queue.redis import RedisTransport
+from contract.config import Settings
+from store.log import EditLog, open_log
+from contract.protocol import GenerateJob, new_id
+from store.queue.redis_keys import Keys
+from store.queue.redis import RedisTransport
 from tests.integration.cluster import Cluster, cluster, postgres_schema_url, submit_edit, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from editing.config import QueueConfig, Settings
-from editing.errors import FencedWriterError, JobTimeoutError, QueueFullError, UnavailableError
-from editing.log import SqliteEditLog
-from editing.protocol import Command, GenerateJob, JobResult, WorkerInfo, new_id, utc_now
-from editing.queue.keys import Keys
-from editing.queue.redis import RedisTransport
+from contract.config import QueueConfig, Settings
+from contract.errors import FencedWriterError, JobTimeoutError, QueueFullError, UnavailableError
+from store.log import SqliteEditLog
+from contract.protocol import Command, GenerateJob, JobResult, WorkerInfo, new_id, utc_now
+from store.queue.redis_keys import Keys
+from store.queue.redis import RedisTransport
 from service.main import create_app
 from tests.integration.cluster import RedisServer, wait_until
-from workers.lease import LeaseKeeper
+from workers.lease_keeper import LeaseKeeper
 
 pytestmark = pytest.mark.redis
 
@@ -246,7 +246,7 @@ def test_redis_away_is_unavailable_for_the_api_and_quiet_for_workers(tmp_path: P
 
 def test_the_health_command_sees_a_workers_heartbeat(server: RedisServer, config: QueueConfig,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from workers.cli import main
+    from cli.main import main
 
     monkeypatch.setenv("FACTPATCH_REDIS_URL", server.url)
     monkeypatch.setenv("FACTPATCH_QUEUE__PREFIX", config.prefix)
@@ -258,7 +258,7 @@ def test_the_health_command_sees_a_workers_heartbeat(server: RedisServer, config
 
 
 def test_a_streamed_query_arrives_chunk_by_chunk_in_order(server: RedisServer, config: QueueConfig) -> None:
-    from editing.protocol import QueryChunk
+    from contract.protocol import QueryChunk
 
     api, worker = transport(server, config, "api"), transport(server, config)
     job = GenerateJob(id=new_id("q"), prompt="p", stream=True)

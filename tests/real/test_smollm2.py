@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from editing.config import Settings
+from contract.config import Settings
 from tests.e2e.server import embedded_service
 from tests.helpers import EIFFEL, models_dir
 

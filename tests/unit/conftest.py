@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from editing.log import SqliteEditLog
-from editing.log.sql import SqlEditLog
+from store.log import SqliteEditLog
+from store.log.sql import SqlEditLog
 from tests.helpers import Api, LogOpener
 
 # ---- the API (no worker) ------------------------------------------------------------------------
@@ -34,8 +34,8 @@ def make_api(tmp_path: Path, api_defaults: dict[str, Any]) -> Iterator[Callable[
     Clients and logs are closed at teardown."""
     from fastapi.testclient import TestClient
 
-    from editing.config import Settings
-    from editing.queue import MemoryTransport
+    from contract.config import Settings
+    from store.queue import MemoryTransport
     from service.main import create_app
 
     logs: list[SqliteEditLog] = []
@@ -79,7 +79,7 @@ def _opener(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Log
         return LogOpener(backend, lambda: SqliteEditLog(":memory:"))
     url = request.getfixturevalue("postgres_url")
     schema = request.getfixturevalue("postgres_schema")
-    from editing.log.postgres import PostgresEditLog
+    from store.log.postgres import PostgresEditLog
 
     return LogOpener(backend, lambda: PostgresEditLog(url, schema=schema))
 

@@ -3,9 +3,9 @@ worker's state comes back bitwise."""
 
 from __future__ import annotations
 
-from editing.config import Settings
-from editing.log import SqliteEditLog
-from editing.protocol import GenerateJob, new_id
+from contract.config import Settings
+from store.log import SqliteEditLog
+from contract.protocol import GenerateJob, new_id
 from tests.helpers import PROMPTS
 from tests.tiny import Rig, same, served
 

@@ -11,8 +11,8 @@ import torch
 
 from editing.generation import GenerationRequest, Sampling, _stable_end
 from editing.host import ModelHost
-from editing.protocol import GenerateJob, JobResult, QueryChunk, ScoreJob, new_id
-from editing.queue import MemoryTransport
+from contract.protocol import GenerateJob, JobResult, QueryChunk, ScoreJob, new_id
+from store.queue import MemoryTransport
 from tests.tiny import new_host
 
 PROMPTS = ["Hi", "The Eiffel Tower is located in the city of", "abc def", "Q: what is 2+2? A:", "x" * 40]
@@ -120,7 +120,7 @@ class Worker:
     """A query server on the tiny model with an in-process bus; edits are simulated on the host."""
 
     def __init__(self, max_batch: int = 8, batch_wait_ms: float = 0) -> None:
-        from editing.config import QueryConfig
+        from contract.config import QueryConfig
         from workers.queries import QueryServer
 
         self.host = new_host()
@@ -228,7 +228,7 @@ def test_a_streamed_query_sends_its_revision_first_then_final_text() -> None:
 
 
 def test_a_full_backlog_is_refused_with_queue_full() -> None:
-    from editing.errors import QueueFullError
+    from contract.errors import QueueFullError
 
     worker = Worker()
     worker.transport.queries.max_backlog = 2
@@ -255,7 +255,7 @@ def test_a_bad_query_fails_alone() -> None:
 @pytest.mark.parametrize("name", ["lemoe", "memoe"])
 def test_adaptor_routing_stays_per_row_while_rows_finish(name: str) -> None:
     from editing.editors.base import EditBatch
-    from editing.protocol import EditSpec
+    from contract.protocol import EditSpec
     from editing.registry import build_editor
     from tests.conftest import TINY_EDITOR_CONFIGS
 
@@ -277,8 +277,8 @@ def test_adaptor_routing_stays_per_row_while_rows_finish(name: str) -> None:
 def test_a_full_embedded_backlog_is_a_503_with_retry_after(tmp_path: Any) -> None:
     from fastapi.testclient import TestClient
 
-    from editing.config import Settings
-    from editing.log import SqliteEditLog
+    from contract.config import Settings
+    from store.log import SqliteEditLog
     from service.main import create_app
 
     transport = MemoryTransport(max_query_backlog=1)

@@ -9,9 +9,9 @@ import torch
 
 from editing.artifacts import EditArtifact
 from editing.editors.base import Editor
-from editing.errors import NonFiniteDeltaError
+from contract.errors import NonFiniteDeltaError
 from editing.host import ModelHost
-from editing.protocol import EditSpec
+from contract.protocol import EditSpec
 from editing.registry import build_editor, editor_names
 from tests.conftest import TINY_EDITOR_CONFIGS
 from tests.tiny import batch, new_host, same, served

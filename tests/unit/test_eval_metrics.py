@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from editing.data.cases import EditCase, LocalityCase
-from editing.eval.metrics import (
+from evaluation.metrics import (
     METRIC_KEYS,
     EncodedCase,
     aggregate,
@@ -19,7 +19,7 @@ from editing.eval.metrics import (
     evaluate_encoded,
     string_match,
 )
-from editing.eval.probes import TFRequest, greedy, teacher_forced
+from evaluation.scoring import TFRequest, greedy, teacher_forced
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny-model ops are dominated by thread overhead
@@ -133,7 +133,7 @@ def test_string_match(text: str, target: str, expected: bool) -> None:
 
 
 def test_batching_gives_the_same_scores_as_one_at_a_time(tiny_host: Any) -> None:
-    from editing.eval.metrics import EvalOptions
+    from evaluation.metrics import EvalOptions
 
     batched = evaluate(tiny_host, _cases(), options=EvalOptions(batch_size=32))
     single = evaluate(tiny_host, _cases(), options=EvalOptions(batch_size=1))

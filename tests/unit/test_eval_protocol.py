@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from editing.data.cases import EditCase, LocalityCase
-from editing.eval.protocol import BASELINE, EditorRun, StreamConfig, curve_edits, run_lifelong, select_stream
-from editing.eval.report import write_report
+from evaluation.lifelong import BASELINE, EditorRun, StreamConfig, curve_edits, run_lifelong, select_stream
+from evaluation.results import write_report
 from tests.conftest import TINY_EDITOR_CONFIGS
 from tests.tiny import new_host
 
@@ -71,7 +71,7 @@ def test_ft_stream_beats_the_base_model_and_writes_a_report(tmp_path: Path) -> N
 
 
 def test_cli_runs_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from workers.cli import main
+    from cli.main import main
 
     data = tmp_path / "cases.json"
     data.write_text(json.dumps([_record(i) for i in range(6)]))
@@ -92,7 +92,7 @@ def test_cli_runs_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
 
 
 def test_editor_config_parsing(tmp_path: Path) -> None:
-    from workers.commands.eval import parse_editor_config, parse_editors
+    from cli.commands.eval import parse_editor_config, parse_editors
 
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"rledit": {"net": {"rank": 8, "blocks": 2}}}))
@@ -109,7 +109,7 @@ def test_editor_config_parsing(tmp_path: Path) -> None:
 
 def test_edits_withhold_the_test_probes_unless_asked() -> None:
     from editing.artifacts import EditArtifact
-    from editing.eval.protocol import _edit_turn
+    from evaluation.lifelong import _edit_turn
 
     class Recorder:
         name = "recorder"

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from editing.config import Settings
+from contract.config import Settings
 from editing.host import ModelHost
-from editing.log import SqliteEditLog
+from store.log import SqliteEditLog
 from editing.probes import derived_neighbours
 from tests.helpers import tweak
 from tests.tiny import Rig, new_host, same, served
@@ -22,9 +22,9 @@ CANDIDATES = [f"{subject} {relation}" for subject in ("The Louvre", "Chile", "Wa
 def standing_from(host: ModelHost, prompts: list[str]) -> list[dict[str, str]]:
     """Facts the tiny model 'knows': prompts whose greedy continuation starts with a word, that word
     as the answer (and it still comes first within the guard's token budget for it)."""
-    from editing.config import StandingFact
+    from contract.config import StandingFact
     from editing.probes import _words, answers_fact
-    from editing.report import _answer_budget, _greedy
+    from editing.guard import _answer_budget, _greedy
 
     out = []
     for prompt, text in zip(prompts, host.greedy(prompts, max_new_tokens=8), strict=True):
@@ -149,9 +149,9 @@ def test_a_neighbour_changes_when_its_answer_word_does_not_when_its_wording_does
     """Measured on SmolLM2 (docs/benchmarks.md): weight edits reword answers they do not change
     (" Spanish." -> " Spanish, which"); by default only a new answer word counts, and
     neighbour_match="tokens" restores the strict rule."""
-    from editing.config import GuardConfig
+    from contract.config import GuardConfig
     from editing.probes import answer_word
-    from editing.report import Measurement, guard_verdict
+    from editing.guard import Measurement, guard_verdict
 
     assert answer_word(" the Portuguese language") == answer_word(" Portuguese, and") == "portuguese"
     assert answer_word(" Spanish.\n") == answer_word(" Spanish, which") == "spanish"

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from editing.config import Settings
+from contract.config import Settings
 from editing.editors.base import EditBatch
 from editing.editors.hypernet.checkpoint import train_command
-from editing.errors import CheckpointMismatchError, InvalidEditError
-from editing.log import SqliteEditLog
-from editing.protocol import EditSpec, Lineage, NewRevision, utc_now
+from contract.errors import CheckpointMismatchError, InvalidEditError
+from store.log import SqliteEditLog
+from contract.protocol import EditSpec, Lineage, NewRevision, utc_now
 from editing.registry import build_editor
 from tests.helpers import PROMPTS, tweak
 from tests.tiny import Rig, new_host, same, served, train_tiny
@@ -154,7 +154,7 @@ def test_normaliser_state_survives_rollback_and_replay_bitwise(rig: Rig) -> None
 
 def test_choose_editor(tiny_settings: Settings, tmp_path: Path) -> None:
     """Configured editor first, else the edit log's (a restart never switches editors), else lemoe."""
-    from editing.log import open_log
+    from store.log import open_log
 
     assert choose_editor(tiny_settings) == "ft"  # explicitly configured
     unset = tweak(tiny_settings, {"editor": None})

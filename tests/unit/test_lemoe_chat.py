@@ -7,7 +7,7 @@ import torch
 
 from editing.editors.moe_adaptor.lemoe import LEMoEEditor
 from editing.host import ModelHost
-from editing.protocol import EditSpec
+from contract.protocol import EditSpec
 from editing.registry import build_editor
 from tests.conftest import TINY_EDITOR_CONFIGS
 from tests.tiny import CHAT_TEMPLATE, batch, new_host

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from editing.config import Settings
+from contract.config import Settings
 from editing.loading import serving_threads
 
 

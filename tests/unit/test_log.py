@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from editing.errors import (
+from contract.errors import (
     EditNotFoundError,
     FencedWriterError,
     IdempotencyKeyReusedError,
@@ -25,10 +25,10 @@ from editing.errors import (
     NotFoundError,
     RevisionNotFoundError,
 )
-from editing.log import FileBlobStore, SqliteEditLog
-from editing.log.blobs import sha256_hex
-from editing.log.sql import SqlEditLog
-from editing.protocol import (
+from store.log import FileBlobStore, SqliteEditLog
+from store.log.blobs import sha256_hex
+from store.log.sql import SqlEditLog
+from contract.protocol import (
     CommandKind,
     CommandOutcome,
     Lineage,
@@ -521,8 +521,8 @@ def test_sqlite_file_blobs_are_files_and_corruption_is_detected(tmp_path: Path) 
 
 _CHILD = """
 import sys
-from editing.log import SqliteEditLog
-from editing.protocol import NewCommand, new_id
+from store.log import SqliteEditLog
+from contract.protocol import NewCommand, new_id
 log = SqliteEditLog(sys.argv[1])
 for i in range(int(sys.argv[2])):
     log.accept([NewCommand(id=new_id("edit"), kind="edit", body={"child": i})])
@@ -623,7 +623,7 @@ def _old_edit_body() -> str:
 
 
 def test_an_older_sqlite_log_gains_the_new_columns(tmp_path: Path) -> None:
-    from editing.log.sqlite import _TABLES
+    from store.log.sqlite import _TABLES
 
     path = tmp_path / "log.sqlite3"
     with sqlite3.connect(path) as conn:
@@ -645,7 +645,7 @@ def test_an_older_sqlite_log_gains_the_new_columns(tmp_path: Path) -> None:
 def test_an_older_postgres_log_gains_the_new_columns(postgres_url: str, postgres_schema: str) -> None:
     import psycopg
 
-    from editing.log.postgres import _TABLES, PostgresEditLog
+    from store.log.postgres import _TABLES, PostgresEditLog
 
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{postgres_schema}"')

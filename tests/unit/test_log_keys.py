@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from editing.errors import InvalidKeyNameError, KeyNameTakenError, KeyNotFoundError
-from editing.log import key_digest, new_secret
-from editing.log.sql import SqlEditLog
+from contract.errors import InvalidKeyNameError, KeyNameTakenError, KeyNotFoundError
+from store.log import key_digest, new_secret
+from store.log.sql import SqlEditLog
 from tests.helpers import LogOpener
 
 
@@ -26,7 +26,7 @@ def test_a_key_is_stored_as_a_digest_and_found_by_it(edit_log: SqlEditLog) -> No
 
 
 def test_the_secret_never_reaches_the_database(tmp_path: Path) -> None:
-    from editing.log import SqliteEditLog
+    from store.log import SqliteEditLog
 
     path = tmp_path / "log.sqlite3"
     log = SqliteEditLog(path)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from editing.config import Settings
-from editing.log import SqliteEditLog
+from contract.config import Settings
+from store.log import SqliteEditLog
 from tests.conftest import LENIENT_GUARD
 from tests.helpers import PROMPTS, tweak
 from tests.tiny import Rig, same, served

@@ -1,4 +1,4 @@
-"""The guard's probe sets (editing.probes) and the identity of a fact (editing.subjects): no torch."""
+"""The guard's probe sets (editing.probes) and the identity of a fact (contract.subjects): no torch."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from editing.config import GuardConfig, Settings, StandingFact
+from contract.config import GuardConfig, Settings, StandingFact
 from editing.probes import (
     about_any,
     answers_fact,
@@ -18,7 +18,7 @@ from editing.probes import (
     standing_facts,
     watched_standing,
 )
-from editing.subjects import fact_key, subject_key, subject_span
+from contract.subjects import fact_key, subject_key, subject_span
 
 WELLKNOWN = Path(__file__).resolve().parents[2] / "bench" / "data" / "wellknown.json"
 
@@ -142,7 +142,7 @@ def test_neighbours_replace_the_subject_with_entities_of_its_kind() -> None:
     ],
 )
 def test_the_subjects_kind(prompt: str, subject: str | None, kind: str) -> None:
-    from editing.subjects import edit_subject
+    from contract.subjects import edit_subject
 
     found = edit_subject(prompt, subject)
     assert found is not None and kind_of(prompt, found, entity_pool()) == kind

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from editing.config import Settings
-from editing.log import SqliteEditLog, open_log
-from editing.queue import MemoryTransport
+from contract.config import Settings
+from store.log import SqliteEditLog, open_log
+from store.queue import MemoryTransport
 from service.auth import KeyRing, listen_host
 from service.main import create_app
 from tests.helpers import bearer, init_lineage
-from workers.cli import main
+from cli.main import main
 
 EDIT = {"prompt": "The Eiffel Tower is located in", "target": "Rome"}
 
@@ -120,7 +120,7 @@ def test_without_keys_the_service_listens_on_loopback_only() -> None:
 
 
 def test_json_log_lines_carry_request_id_and_actor(app_on: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    from editing import logcontext
+    from contract import logcontext
 
     secret = create_key("olga", "operator", capsys)
     client = app_on()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from editing.config import Settings
+from contract.config import Settings
 from service.main import create_app
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,16 +19,16 @@ import sys
 for name in ("torch", "transformers", "safetensors"):
     sys.modules[name] = None  # any import of them now raises ImportError
 
-from editing.config import Settings
-from editing.log import SqliteEditLog
-from editing.queue import MemoryTransport
+from contract.config import Settings
+from store.log import SqliteEditLog
+from store.queue import MemoryTransport
 from service.main import create_app
 
 app = create_app(Settings(data_dir=DATA_DIR, _env_file=None), log=SqliteEditLog(":memory:"),
                  transport=MemoryTransport())
 assert app.title == "factpatch"
 heavy = sorted(m for m in sys.modules
-               if m.startswith(("workers", "editing.host", "editing.registry", "editing.editors")))
+               if m.split(".")[0] in ("workers", "editing", "evaluation", "cli"))
 assert not heavy, heavy
 print("built", len(app.routes), "routes")
 """

@@ -12,11 +12,11 @@ from typing import Any, Literal
 import pytest
 from fastapi.testclient import TestClient
 
-from editing import errors
-from editing.config import Settings
-from editing.log import SqliteEditLog
-from editing.protocol import CommandRecord, WorkerInfo, utc_now
-from editing.queue import MemoryTransport
+from contract import errors
+from contract.config import Settings
+from store.log import SqliteEditLog
+from contract.protocol import CommandRecord, WorkerInfo, utc_now
+from store.queue import MemoryTransport
 from service.main import create_app
 from service.problems import PROBLEMS, resolve
 from tests.helpers import Api, bearer, init_lineage, scrape

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from editing.config import LimitsConfig
-from editing.protocol import (
+from contract.config import LimitsConfig
+from contract.protocol import (
     CommandOutcome,
     CommandRecord,
     GenerateJob,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from editing.config import LimitsConfig, Settings
+from contract.config import LimitsConfig, Settings
 from tests.helpers import Api, init_lineage
 
 LIMITS = LimitsConfig(

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from editing.config import Settings
-from editing.log import SqliteEditLog
-from editing.log.sql import SqlEditLog
+from contract.config import Settings
+from store.log import SqliteEditLog
+from store.log.sql import SqlEditLog
 from tests.helpers import PROMPTS, tweak
 from tests.tiny import Rig, same, served
 
@@ -21,7 +21,7 @@ def edit_log(request: pytest.FixtureRequest) -> Iterator[SqlEditLog]:
     if request.param == "sqlite":
         log: SqlEditLog = SqliteEditLog(":memory:")
     else:
-        from editing.log.postgres import PostgresEditLog
+        from store.log.postgres import PostgresEditLog
 
         log = PostgresEditLog(request.getfixturevalue("postgres_url"),
                               schema=request.getfixturevalue("postgres_schema"))

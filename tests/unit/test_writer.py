@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from editing.config import Settings
+from contract.config import Settings
 from editing.editors.base import EditBatch
-from editing.log import SqliteEditLog
-from editing.protocol import Command, EditSpec, GenerateJob, NewCommand, new_id
+from store.log import SqliteEditLog
+from contract.protocol import Command, EditSpec, GenerateJob, NewCommand, new_id
 from tests.helpers import PROMPTS, tweak
 from tests.tiny import Rig, same, served
 
@@ -212,7 +212,7 @@ def test_duplicate_deliveries_apply_once(rig: Rig) -> None:
 
 
 def test_a_fenced_writer_cannot_commit(tiny_settings: Settings, tmp_path: Path) -> None:
-    from editing.errors import FencedWriterError
+    from contract.errors import FencedWriterError
 
     path = tmp_path / "log.sqlite3"
     old = Rig(tiny_settings, SqliteEditLog(path))

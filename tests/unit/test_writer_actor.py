@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from editing.config import Settings
-from editing.log import SqliteEditLog
-from editing.protocol import Command, EditSpec, NewCommand, new_id
+from contract.config import Settings
+from store.log import SqliteEditLog
+from contract.protocol import Command, EditSpec, NewCommand, new_id
 from tests.helpers import PROMPTS
 from tests.tiny import Rig
 
@@ -44,7 +44,7 @@ def test_writer_log_lines_carry_edit_id_actor_and_revision(tiny_settings: Settin
     import json
     import logging
 
-    from editing import logcontext
+    from contract import logcontext
 
     rig = Rig(tiny_settings, SqliteEditLog(":memory:"))
     edit_id = edit(rig, 0, "alice")

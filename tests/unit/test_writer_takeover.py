@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from editing.config import Settings
-from editing.errors import FencedWriterError
-from editing.log import SqliteEditLog
-from editing.protocol import Command, EditSpec, NewCommand, new_id
-from editing.queue import MemoryTransport
+from contract.config import Settings
+from contract.errors import FencedWriterError
+from store.log import SqliteEditLog
+from contract.protocol import Command, EditSpec, NewCommand, new_id
+from store.queue import MemoryTransport
 from tests.tiny import new_host
 from workers.runtime import WriterRuntime, build_writer
 

@@ -1,7 +1,7 @@
 """Hypernetwork editors (MALMEN's network and ridge solve): `rledit` and `malmen`.
 
 Both share one code path at edit time and differ only in how their checkpoint was trained
-(`factpatch train --editor rledit|malmen`). See docs/hypernet.md and shared/docs/rledit.md.
+(`factpatch train --editor rledit|malmen`). See docs/hypernet.md.
 """
 
 from editing.editors.hypernet.config import HypernetConfig

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from editing.host import ModelHost, TokenBatch
-from editing.subjects import subject_span
+from contract.subjects import subject_span
 
 
 def last_token(host: ModelHost, prompt: str, end: int) -> int:

@@ -25,7 +25,7 @@ from editing.artifacts import tensors_to_bytes
 from editing.editors.hypernet.modules import resolve_modules, shapes, slots
 from editing.editors.hypernet.network import HyperBank
 from editing.editors.hypernet.normaliser import NormStats
-from editing.errors import CheckpointMismatchError, TargetNotFoundError
+from contract.errors import CheckpointMismatchError, TargetNotFoundError
 
 logger = logging.getLogger(__name__)
 

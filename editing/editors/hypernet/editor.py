@@ -1,4 +1,4 @@
-"""The rledit / malmen editors: one code path at edit time (rledit.md §9).
+"""The rledit / malmen editors: one code path at edit time (docs/hypernet.md §1).
 
 compute: (K, Δ) on the current model → updated copy of the normaliser → network (no grad) →
 ridge solve (with the checkpoint's keep term) → artifact with the factors (L_m, C_m) per module,
@@ -32,11 +32,11 @@ from editing.editors.hypernet.normaliser import NormStats, merged
 from editing.editors.hypernet.prefix import PrefixCache
 from editing.editors.hypernet.refine import contexts, refine
 from editing.editors.hypernet.solve import compact, linear_update, solve
-from editing.editors.hypernet.state import Factors, collect
-from editing.errors import CheckpointMismatchError, InvalidEditError
+from editing.editors.hypernet.capture import Factors, collect
+from contract.errors import CheckpointMismatchError, InvalidEditError
 from editing.host import TokenBatch
 from editing.probes import about_any, derived_neighbours, load_standing, shipped_standing_path
-from editing.subjects import edit_subject
+from contract.subjects import edit_subject
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The meta-loss of a turn (rledit.md §8.1-§8.3): rephrase CE plus locality KL, decayed over turns.
+"""The meta-loss of a turn (docs/hypernet.md §4): rephrase CE plus locality KL, decayed over turns.
 
 Every backtracked batch is scored at W_t. Batch j turns back weighs μ^j; inside a batch every
 example's loss is averaged over its answer tokens and the examples are averaged:
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from editing.editors.hypernet.state import answer_logits, answer_rows, per_example_mean
+from editing.editors.hypernet.capture import answer_logits, answer_rows, per_example_mean
 from editing.host import ModelHost, TokenBatch
 
 CHUNK = 8  # examples per forward pass

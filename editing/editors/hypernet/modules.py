@@ -2,7 +2,7 @@
 
 A module spec is a comma-separated list of items; each item is a preset name, a group
 `projection:layers` (layers as `10-14` or `3`, joined with `+`: `up_proj:2+5-7`) resolved with
-`editing.targets.mlp_module`, or a dotted module name. Presets A-D are rledit.md §3.3's
+`editing.targets.mlp_module`, or a dotted module name. Presets A-D are docs/hypernet.md §5's
 candidates, E is the set chosen by measurement; they name layers of a 30-layer Llama
 (SmolLM2-135M) and fail with TargetNotFoundError on shallower models.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from editing.errors import TargetNotFoundError
+from contract.errors import TargetNotFoundError
 from editing.targets import mlp_module
 
 PRESETS: dict[str, str] = {

@@ -1,4 +1,4 @@
-"""MALMEN's hypernetwork (rledit.md §5.1): normalised [k ; δ] through residual low-rank blocks.
+"""MALMEN's hypernetwork (docs/hypernet.md §1): normalised [k ; δ] through residual low-rank blocks.
 
 One `HyperNet` per distinct (d_k, d_v); modules of that shape are told apart by an index that
 selects per-module scale/shift embeddings, the edit step α and the log ridge weight λ̃. Every

@@ -1,4 +1,4 @@
-"""Running mean/variance of the rows [k ; δ] that feed one network (rledit.md §4 step 5).
+"""Running mean/variance of the rows [k ; δ] that feed one network (docs/hypernet.md §1).
 
 The statistics are plain tensors, never trained. `merged` is pure: the editor computes the
 updated statistics in `compute` and commits them in `apply`, so rollback and replay restore

@@ -13,7 +13,7 @@ import re
 import torch
 from torch import Tensor, nn
 
-from editing.editors.hypernet.state import answer_logits
+from editing.editors.hypernet.capture import answer_logits
 from editing.host import ModelHost, TokenBatch
 from editing.targets import layer_path
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from editing.editors.hypernet.state import answer_rows, per_example_mean
+from editing.editors.hypernet.capture import answer_rows, per_example_mean
 from editing.host import ModelHost, TokenBatch
 
 

@@ -22,7 +22,7 @@ from editing.editors.hypernet.normaliser import NormStats
 from editing.editors.hypernet.train import Trainer, TurnMetrics, usable
 from editing.host import ModelHost
 from editing.model_source import sha256_file
-from editing.protocol import utc_now
+from contract.protocol import utc_now
 
 logger = logging.getLogger(__name__)
 

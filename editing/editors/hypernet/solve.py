@@ -1,4 +1,4 @@
-"""The ridge solve that combines every token's desired change (rledit.md §5.3-§5.4, §6).
+"""The ridge solve that combines every token's desired change (docs/hypernet.md §1).
 
   ΔW = argmin_S ‖K S − D‖² + Sᵀ A₀ S  with  A₀ = λI + P,
 
@@ -110,7 +110,7 @@ def primal_shift(keys: Tensor, desired: Tensor, lam: float, keep: Keep | None = 
 def meta_grads(
     *, keys: Tensor, solution: Solution, weight_grad: Tensor, lam: float, reg_coef: float
 ) -> tuple[Tensor, float]:
-    """(∂L/∂D (N, d_v), ∂L/∂λ̃) from G_linear = ∂L/∂W_linear (d_v, d_k) (rledit.md §6).
+    """(∂L/∂D (N, d_v), ∂L/∂λ̃) from G_linear = ∂L/∂W_linear (d_v, d_k) (docs/hypernet.md §4).
 
     G = G_linearᵀ + 2η ΔW (the regulariser reaches the network); with H = KᵀK + A₀:
     ∂L/∂D = K H⁻¹ G = M⁻¹ L G and ∂L/∂λ̃ = −λ ⟨H⁻¹G, ΔW⟩, where in the dual case

@@ -1,4 +1,4 @@
-"""Meta-training of the hypernetwork (rledit.md §6-§8), on CPU or CUDA.
+"""Meta-training of the hypernetwork (docs/hypernet.md §4), on CPU or CUDA.
 
 rledit: every optimizer step rolls out a fresh trajectory of T turns from W_0 on the evolving
 model; turn t is scored on the last J batches at W_t (decay μ, KL against W_{t−1}).
@@ -25,8 +25,8 @@ from editing.editors.hypernet.network import HyperBank
 from editing.editors.hypernet.normaliser import NormStats, merged
 from editing.editors.hypernet.prefix import PrefixCache
 from editing.editors.hypernet.solve import Solution, linear_update, meta_grads, solve
-from editing.editors.hypernet.state import Factors, collect
-from editing.errors import InvalidDatasetError
+from editing.editors.hypernet.capture import Factors, collect
+from contract.errors import InvalidDatasetError
 from editing.host import ModelHost, TokenBatch
 
 logger = logging.getLogger(__name__)

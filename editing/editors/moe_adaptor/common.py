@@ -19,9 +19,9 @@ from editing.editors.moe_adaptor.positions import char_spans, span_mask
 from editing.editors.moe_adaptor.routing import PrefillHook
 from editing.editors.moe_adaptor.subjects import SubjectIndex, infer_subject
 from editing.editors.moe_adaptor.tail import Prefix, capture_prefix, tail_matches_model
-from editing.errors import TargetNotFoundError
+from contract.errors import TargetNotFoundError
 from editing.host import TokenBatch
-from editing.protocol import EditSpec
+from contract.protocol import EditSpec
 from editing.targets import layer_at, layer_path, num_layers
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from editing.artifacts import EditArtifact
 from editing.editors.base import EditBatch, RemoveExperts, Undo
-from editing.editors.moe_adaptor import keys
+from editing.editors.moe_adaptor import key_match as keys
 from editing.editors.moe_adaptor.anchor import unit_rms
 from editing.editors.moe_adaptor.calibration import load_prompts
 from editing.editors.moe_adaptor.codec import json_tensor, tensor_json

@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.nn import functional as nnf
 
 from editing.editors.base import EditBatch
-from editing.editors.moe_adaptor import keys
+from editing.editors.moe_adaptor import key_match as keys
 from editing.editors.moe_adaptor.experts import EXPERT_FIELDS, init_expert, swiglu
 from editing.editors.moe_adaptor.layer import LEMoEExpert, mlp_dims
 from editing.editors.moe_adaptor.subjects import SubjectIndex

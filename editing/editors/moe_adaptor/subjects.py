@@ -1,6 +1,6 @@
-"""The MoE adaptors' subjects: re-exported from `editing.subjects` (torch-free, shared with the guard
+"""The MoE adaptors' subjects: re-exported from `contract.subjects` (torch-free, shared with the guard
 and the edit log)."""
 
-from editing.subjects import SubjectIndex, infer_subject, normalise
+from contract.subjects import SubjectIndex, infer_subject, normalise
 
 __all__ = ["SubjectIndex", "infer_subject", "normalise"]
