@@ -20,23 +20,23 @@ from pathlib import Path
 from typing import Any
 
 from contract.config import Settings
+from contract.protocol import Command, NewCommand, new_id
 from editing.data import load_cases
 from store.log import SqliteEditLog
-from contract.protocol import Command, NewCommand, new_id
 from store.queue import MemoryTransport
-from workers.runtime import WriterRuntime, build_writer
+from workers.runtime import WorkerRuntime, build_worker
 
 DEFAULT_DATA = "/work/shared/data/counterfact-val.json"
 
 
-def submit(rt: WriterRuntime, log: SqliteEditLog, kind: str, body: dict[str, Any]) -> str:
+def submit(rt: WorkerRuntime, log: SqliteEditLog, kind: str, body: dict[str, Any]) -> str:
     command_id = new_id(kind[:2])
     log.accept([NewCommand(id=command_id, kind=kind, body=body)])  # type: ignore[arg-type]
     rt.transport.commands.put(Command(kind=kind, id=command_id))  # type: ignore[arg-type]
     return command_id
 
 
-def timed(rt: WriterRuntime, log: SqliteEditLog, kind: str, body: dict[str, Any]) -> tuple[float, str]:
+def timed(rt: WorkerRuntime, log: SqliteEditLog, kind: str, body: dict[str, Any]) -> tuple[float, str]:
     """Seconds from submission to resolution, and the status (an edit may be rejected by the guard)."""
     command_id = submit(rt, log, kind, body)
     start = time.perf_counter()
@@ -48,7 +48,7 @@ def timed(rt: WriterRuntime, log: SqliteEditLog, kind: str, body: dict[str, Any]
     return elapsed, status
 
 
-def forward_backward(rt: WriterRuntime, prompt: str, target: str) -> float:
+def forward_backward(rt: WorkerRuntime, prompt: str, target: str) -> float:
     host = rt.state.host
     tokens = host.encode_pairs([(prompt, target)])
     start = time.perf_counter()
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         settings = Settings(data_dir=Path(tmp), models_dir=Path(args.models_dir), editor=args.editor,
                             log={"snapshot_every": args.snapshot_every})
         log = SqliteEditLog(Path(tmp) / "log.sqlite3")
-        rt = build_writer(settings, log=log, transport=MemoryTransport())
+        rt = build_worker(settings, log=log, transport=MemoryTransport())
         rt.writer.start()
         cases = load_cases(args.data, limit=args.edits + 1)
         spec = cases[0].to_spec()

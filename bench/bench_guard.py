@@ -28,14 +28,14 @@ from typing import Any
 import torch
 
 from contract.config import Settings
+from contract.protocol import EditSpec
+from contract.subjects import edit_subject
 from editing.editors.base import EditBatch, Editor
+from editing.guard import StandingCache, guard_probes, guard_verdict, measure, watched
 from editing.host import ModelHost
 from editing.loading import load_host
 from editing.probes import about_any, answers_fact
-from contract.protocol import EditSpec
 from editing.registry import build_editor
-from editing.guard import StandingCache, guard_probes, guard_verdict, measure, watched
-from contract.subjects import edit_subject
 
 DATA = Path(__file__).parent / "data" / "wellknown.json"
 COUNTERFACT = Path("/work/shared/data/counterfact-edit.json")
@@ -105,16 +105,16 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def writer_cost(host: ModelHost, editor_name: str, count: int) -> dict[str, Any]:
     """Median writer seconds per edit (edits sent one at a time), default guard vs probes off."""
-    from store.log import SqliteEditLog
     from contract.protocol import NewCommand, new_id
+    from store.log import SqliteEditLog
     from store.queue import MemoryTransport
-    from workers.runtime import build_writer
+    from workers.runtime import build_worker
 
     out: dict[str, Any] = {}
     for name, guard in (("default", {}), ("probes_off", {"standing": [], "neighbours": 0})):
         settings = Settings(_env_file=None, dtype="float32", editor=editor_name, guard=guard)
         log = SqliteEditLog(":memory:")
-        runtime = build_writer(settings, log=log, transport=MemoryTransport(), host=host)
+        runtime = build_worker(settings, log=log, transport=MemoryTransport(), host=host)
         runtime.writer.start()
         seconds, statuses = [], []
         for _, spec in edits(0, 0)[:count]:

@@ -34,10 +34,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from contract.config import Settings
+    from contract.protocol import EditSpec
     from editing.editors.base import EditBatch
     from editing.loading import load_host
     from editing.probes import answers_fact, load_standing, shipped_standing_path
-    from contract.protocol import EditSpec
     from editing.registry import build_editor
 
     overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from editing.artifacts import tensors_from_bytes
 from contract.config import Settings
+from editing.artifacts import tensors_from_bytes
 from editing.data import load_cases
 from editing.host import ModelHost
 from editing.loading import load_host

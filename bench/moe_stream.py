@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from editing.artifacts import tensors_to_bytes
 from contract.config import Settings
+from editing.artifacts import tensors_to_bytes
 from editing.data import load_cases
 from editing.data.cases import EditCase
 from editing.editors.base import EditBatch, Editor

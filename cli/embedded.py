@@ -7,7 +7,7 @@ import logging
 from contract.config import Settings
 from store.log import open_log
 from store.queue import MemoryTransport
-from workers.runtime import build_writer
+from workers.runtime import build_worker
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ def serve(settings: Settings) -> None:
 
     log = open_log(settings)
     transport = MemoryTransport(max_query_backlog=settings.queue.max_query_backlog)
-    runtime = build_writer(settings, log=log, transport=transport)
+    runtime = build_worker(settings, log=log, transport=transport)
     runtime.start()
     app = create_app(settings, log=log, transport=transport)
     host, why = listen_host(settings.host, app.state.keyring)

@@ -55,7 +55,7 @@ class EditSpec(BaseModel):
     rephrases: list[str] = Field(default_factory=list)
     locality: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    supersedes: str | None = None  # the id of an applied edit this one replaces (else: same fact, see contract.subjects)
+    supersedes: str | None = None  # an applied edit's id this one replaces (else: same fact, contract.subjects)
 
 
 class Problem(BaseModel):

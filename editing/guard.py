@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contract.config import GuardConfig, StandingFact
+from contract.protocol import EditReport, EditSpec, LocalityProbe, ProbeScore
+from contract.subjects import edit_subject
 from editing.editors.base import EditBatch
 from editing.generation import GenerationRequest, Sampling
 from editing.host import ModelHost
 from editing.probes import answer_word, answers_fact, derived_neighbours, standing_facts, watched_standing
-from contract.protocol import EditReport, EditSpec, LocalityProbe, ProbeScore
-from contract.subjects import edit_subject
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,9 @@ def load_host(settings: Settings) -> ModelHost:
 
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
-    source, gguf_file = resolve_model(settings.model, settings.model_cache())
-    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    source = resolve_model(settings.model, settings.model_cache())
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     logger.info("loaded %s on %s as %s", settings.model, device, str(dtype).removeprefix("torch."))
     return ModelHost(model=model, tokenizer=tokenizer, model_id=settings.model, device=device, dtype=dtype)
 

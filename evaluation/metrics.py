@@ -55,8 +55,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from editing.data.cases import EditCase
-from evaluation.scoring import Ids, TFRequest, TFScore, greedy, teacher_forced
 from editing.host import ModelHost
+from evaluation.scoring import Ids, TFRequest, TFScore, greedy, teacher_forced
 
 Scores = dict[str, float | None]
 FAMILIES: dict[str, tuple[str, ...]] = {

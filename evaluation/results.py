@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from evaluation.metrics import FAMILIES, METRIC_DOCS, counts
 from evaluation.lifelong import BASELINE, EditorResult, RunResult
+from evaluation.metrics import FAMILIES, METRIC_DOCS, counts
 
 logger = logging.getLogger(__name__)
 

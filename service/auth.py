@@ -26,8 +26,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from contract import logcontext
 from contract.config import EnvKeyConfig, Role
-from store.log import KeyStore, key_digest
 from service.problems import AuthenticationError, PermissionDeniedError
+from store.log import KeyStore, key_digest
 
 ROLE_RANK: dict[str, int] = {"reader": 0, "editor": 1, "operator": 2}
 ANONYMOUS_ACTOR = "anonymous"

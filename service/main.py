@@ -18,8 +18,6 @@ from fastapi import FastAPI
 
 from contract import logcontext
 from contract.config import Settings
-from store.log import EditLog, open_log
-from store.queue import Transport
 from service.auth import KeyRing
 from service.metrics import HttpMetrics
 from service.middleware import MetricsMiddleware, RequestIdMiddleware
@@ -28,6 +26,8 @@ from service.problems import register_problem_handlers
 from service.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from service.routers import ROUTERS
 from service.serving import LONG_WAIT_THREADS, EditService, QueryService, StateService
+from store.log import EditLog, open_log
+from store.queue import Transport
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from typing import Any, Literal
 from starlette.requests import Request
 
 from contract.errors import NotFoundError, WorkerUnavailableError
-from store.log import EditLog
 from contract.protocol import ChatMessage, GenerateJob, JobResult, QueryChunk, new_id
 from service.openai_protocol import (
     CHAT_UNSUPPORTED,
@@ -28,6 +27,7 @@ from service.openai_protocol import (
 from service.openai_protocol import unsupported_values as unsupported
 from service.problems import RequestInvalidError
 from service.querying import QueryClient, QueryStream, sse
+from store.log import EditLog
 
 Kind = Literal["completion", "chat"]
 

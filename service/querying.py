@@ -21,8 +21,8 @@ from starlette.requests import Request
 
 from contract.errors import JobTimeoutError
 from contract.protocol import JobResult, Problem, QueryChunk, QueryJob
-from store.queue import QueryBus
 from service.problems import WorkerProblemError
+from store.queue import QueryBus
 
 WATCH_EVERY_S = 0.25  # how often a waiting query checks that its client is still connected
 

@@ -31,7 +31,6 @@ from contract.errors import (
     UnknownEditorError,
     WorkerUnavailableError,
 )
-from store.log import EditLog
 from contract.protocol import (
     FINAL_STATUSES,
     Command,
@@ -46,7 +45,6 @@ from contract.protocol import (
     canonical_hash,
     new_id,
 )
-from store.queue import Transport
 from service.metrics import HttpMetrics, StateCollector
 from service.problems import FieldError, RequestInvalidError
 from service.querying import QueryClient, QueryStream, sse
@@ -69,6 +67,8 @@ from service.schemas import (
     WorkerPublic,
     check_prompt_or_messages,
 )
+from store.log import EditLog
+from store.queue import Transport
 
 logger = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ import httpx
 from fastapi.testclient import TestClient
 
 from contract.config import Settings
+from contract.protocol import Lineage, NewRevision, utc_now
 from store.log import EditLog, SqliteEditLog
 from store.log.sql import SqlEditLog
-from contract.protocol import Lineage, NewRevision, utc_now
 from store.queue import MemoryTransport
 
 T = TypeVar("T")

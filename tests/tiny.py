@@ -14,14 +14,14 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from contract.config import Settings
+from contract.protocol import Command, CommandRecord, EditSpec, NewCommand, new_id
 from editing.editors.base import EditBatch
 from editing.editors.hypernet.config import TrainConfig
 from editing.editors.hypernet.runner import train
 from editing.host import ModelHost
 from store.log.sql import SqlEditLog
-from contract.protocol import Command, CommandRecord, EditSpec, NewCommand, new_id
 from store.queue import MemoryTransport
-from workers.runtime import WriterRuntime, build_writer
+from workers.runtime import WorkerRuntime, build_worker
 
 SPECIALS = ["<pad>", "<bos>", "<eos>"]
 
@@ -116,7 +116,7 @@ class Rig:
     def __init__(self, settings: Settings, log: SqlEditLog, host: ModelHost | None = None) -> None:
         self.settings, self.log = settings, log
         self.transport = MemoryTransport()
-        self.runtime: WriterRuntime = build_writer(settings, log=log, transport=self.transport,
+        self.runtime: WorkerRuntime = build_worker(settings, log=log, transport=self.transport,
                                                    host=host or new_host())
         self.runtime.writer.start()
 

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 
 from contract import logcontext
 from contract.config import Settings
+from contract.protocol import CommandOutcome, NewRevision, RevisionRecord
 from editing.editors.base import Editor
+from editing.guard import StandingCache
 from editing.host import ModelHost
 from store.log import EditLog
-from contract.protocol import CommandOutcome, NewRevision, RevisionRecord
-from editing.guard import StandingCache
 from workers.state import ModelState
 
 

@@ -26,7 +26,7 @@ from store.queue.redis import RedisTransport
 from workers.follower import Follower, wait_for_lineage
 from workers.heartbeat import run_heartbeats, worker_info
 from workers.lease_keeper import LeaseKeeper
-from workers.runtime import WriterRuntime, build_writer
+from workers.runtime import WorkerRuntime, build_worker
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ EXIT_OK, EXIT_MISMATCH, EXIT_FENCED = 0, 2, 3
 class Node:
     """One worker process: the model state and its loops, under one stop event."""
 
-    runtime: WriterRuntime
+    runtime: WorkerRuntime
     transport: RedisTransport
     log: EditLog
     stop: threading.Event
@@ -87,7 +87,7 @@ def build_node(
         return None
     if lineage is not None and (role == "replica" or not settings.editor):
         settings = settings.model_copy(update={"editor": lineage.editor})  # the log's editor, wherever it runs
-    runtime = build_writer(settings, log=log, transport=transport)
+    runtime = build_worker(settings, log=log, transport=transport)
     return Node(runtime=runtime, transport=transport, log=log, stop=stop,
                 role="replica" if role == "replica" else "standby")
 

@@ -6,11 +6,11 @@ import logging
 from dataclasses import dataclass, field
 from functools import partial
 
-from editing.artifacts import EditArtifact
 from contract.config import StandingFact
-from editing.editors.base import EditBatch
 from contract.errors import EditingError, EditRejectedError, GuardFailedError, to_problem
 from contract.protocol import CommandOutcome, CommandRecord, EditReport, EditSpec, RevisionRecord
+from editing.artifacts import EditArtifact
+from editing.editors.base import EditBatch
 from editing.guard import (
     GuardFinding,
     GuardProbes,

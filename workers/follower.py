@@ -12,8 +12,8 @@ import logging
 import threading
 
 from contract.errors import LogMismatchError
-from store.log import EditLog
 from contract.protocol import Lineage, RevisionRecord
+from store.log import EditLog
 from store.queue import Events
 from workers.state import ModelState
 

@@ -15,9 +15,9 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 from contract.errors import EditingError, PromptTooLongError, to_problem
+from contract.protocol import GenerateJob, JobResult, QueryChunk, QueryJob, ScoreJob
 from editing.generation import Generation, GenerationRequest, Sampling
 from editing.host import ModelHost
-from contract.protocol import GenerateJob, JobResult, QueryChunk, QueryJob, ScoreJob
 from store.queue import QueryBus
 from workers.state import ModelState
 

@@ -7,7 +7,6 @@ from typing import Any
 
 from torch import Tensor
 
-from editing.editors.base import EditBatch
 from contract.errors import (
     AlreadyRolledBackError,
     ConflictError,
@@ -18,6 +17,7 @@ from contract.errors import (
     to_problem,
 )
 from contract.protocol import CommandOutcome, CommandRecord, EditSpec, NewRevision, new_id
+from editing.editors.base import EditBatch
 from workers.context import WriterContext
 
 logger = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from contract.config import Settings
 from editing.host import ModelHost
 from editing.loading import load_host
+from editing.registry import build_editor
 from store.log import EditLog
 from store.queue import Transport
-from editing.registry import build_editor
 from workers.context import WriterContext
 from workers.heartbeat import run_heartbeats, worker_info
 from workers.queries import QueryServer
@@ -45,8 +45,9 @@ def default_worker_id() -> str:
 
 
 @dataclass
-class WriterRuntime:
-    """One writer process's moving parts; `start()` rebuilds state and launches the loops."""
+class WorkerRuntime:
+    """One worker's moving parts (a writer, a standby or a replica: the role decides which loops
+    run); `start()` rebuilds state and launches the writer's loops."""
 
     state: ModelState
     writer: Writer
@@ -81,16 +82,17 @@ class WriterRuntime:
             thread.join(timeout)
 
 
-def build_writer(
+def build_worker(
     settings: Settings, *, log: EditLog, transport: Transport, host: ModelHost | None = None
-) -> WriterRuntime:
+) -> WorkerRuntime:
+    """Load the model (unless given), pick the editor, and assemble state, writer and query server."""
     host = host or load_host(settings)
     name = choose_editor(settings, log)
     editor = build_editor(name, host=host, overrides=settings.editors.get(name))
     state = ModelState(host=host, editor=editor, log=log)
     worker_id = settings.worker_id or default_worker_id()
     ctx = WriterContext(state=state, log=log, settings=settings, worker_id=worker_id)
-    return WriterRuntime(
+    return WorkerRuntime(
         state=state,
         writer=Writer(ctx=ctx, transport=transport),
         queries=QueryServer(state=state, transport=transport, worker_id=worker_id,

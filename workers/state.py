@@ -14,12 +14,12 @@ from contextlib import contextmanager
 
 from torch import Tensor
 
+from contract.errors import ReplayMismatchError
+from contract.protocol import Lineage, NewRevision, RevisionRecord, utc_now
 from editing.artifacts import EditArtifact, tensors_from_bytes, tensors_to_bytes
 from editing.editors.base import Editor, Undo
-from contract.errors import ReplayMismatchError
 from editing.host import ModelHost
 from store.log import EditLog
-from contract.protocol import Lineage, NewRevision, RevisionRecord, utc_now
 from workers.metrics import WorkerMetrics
 
 logger = logging.getLogger(__name__)

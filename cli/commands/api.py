@@ -28,8 +28,8 @@ def build_app(settings: Settings) -> FastAPI:
 
 
 def run(args: argparse.Namespace) -> int:
-    from contract.config import Settings
     from cli.main import configure_logging
+    from contract.config import Settings
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     settings = Settings(**overrides)

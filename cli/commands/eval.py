@@ -96,8 +96,8 @@ def _settings(args: argparse.Namespace) -> Any:
 
 def _editor_runs(names: list[str], overrides: dict[str, dict[str, Any]]) -> list[Any]:
     """Fail fast: unknown names and invalid configs are reported before any model is loaded."""
-    from evaluation.lifelong import EditorRun
     from editing.registry import get_editor
+    from evaluation.lifelong import EditorRun
 
     runs = []
     for name in names:
@@ -110,12 +110,12 @@ def _editor_runs(names: list[str], overrides: dict[str, dict[str, Any]]) -> list
 
 
 def run(args: argparse.Namespace) -> int:
-    from editing.data import load_cases
-    from evaluation.metrics import EvalOptions
-    from evaluation.lifelong import StreamConfig, run_lifelong
-    from evaluation.results import dataset_info, environment_info, git_info, write_report
-    from editing.loading import load_host
     from cli.main import configure_logging
+    from editing.data import load_cases
+    from editing.loading import load_host
+    from evaluation.lifelong import StreamConfig, run_lifelong
+    from evaluation.metrics import EvalOptions
+    from evaluation.results import dataset_info, environment_info, git_info, write_report
 
     settings = _settings(args)
     configure_logging(settings.log_level)

@@ -14,12 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cli.main import configure_logging
     from contract.config import Settings
     from editing.model_source import resolve_model
-    from cli.main import configure_logging
 
     settings = Settings()
     configure_logging(settings.log_level)
-    path, _ = resolve_model(args.model or settings.model, settings.model_cache())
+    path = resolve_model(args.model or settings.model, settings.model_cache())
     logger.info("model ready at %s", path)
     return 0

@@ -15,10 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cli.embedded import serve
+    from cli.main import configure_logging
     from contract.config import Settings
     from editing.loading import set_serving_threads
-    from cli.main import configure_logging
-    from cli.embedded import serve
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     settings = Settings(**overrides)

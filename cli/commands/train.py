@@ -13,7 +13,8 @@ logger = logging.getLogger("factpatch")
 
 # (flag, TrainConfig field, type, help)
 _TRAIN_FLAGS: tuple[tuple[str, str, type, str], ...] = (
-    ("--modules", "modules", str, "edited modules: preset (A-F; F = down_proj:4-8, the default), 'gate_proj:10-14,up_proj:17-23' or dotted names"),
+    ("--modules", "modules", str,
+     "edited modules: preset (A-F; F = down_proj:4-8, the default), 'gate_proj:10-14,up_proj:17-23' or dotted names"),
     ("--key-site", "key_site", str, "where keys are read: subject (last token of the subject) or answer"),
     ("--turns", "turns", int, "T: turns per trajectory"),
     ("--edits-per-turn", "edits_per_turn", int, "n: edits per turn"),
@@ -56,11 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from cli.main import configure_logging
     from contract.config import Settings
     from editing.editors.hypernet.config import TrainConfig
     from editing.editors.hypernet.runner import train
     from editing.loading import load_host
-    from cli.main import configure_logging
 
     overrides = {k: v for k, v in {"model": args.model, "device": args.device}.items() if v is not None}
     settings = Settings(**overrides, dtype="float32")

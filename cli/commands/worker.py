@@ -33,9 +33,9 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cli.main import configure_logging
     from contract.config import Settings
     from editing.loading import set_serving_threads
-    from cli.main import configure_logging
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from editing.data.cases import EditCase, LocalityCase
 from contract.errors import InvalidDatasetError
+from editing.data.cases import EditCase, LocalityCase
 
 Record = dict[str, Any]
 Parser = Callable[[Record, str], EditCase]

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
-from editing.artifacts import EditArtifact
 from contract.protocol import EditSpec
+from editing.artifacts import EditArtifact
 
 if TYPE_CHECKING:
     from editing.host import ModelHost

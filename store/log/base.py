@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from store.log.keys import KeyStore
 from contract.protocol import (
     CommandKind,
     CommandOutcome,
@@ -16,6 +15,7 @@ from contract.protocol import (
     NewRevision,
     RevisionRecord,
 )
+from store.log.keys import KeyStore
 
 
 class BlobStore(Protocol):

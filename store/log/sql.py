@@ -20,8 +20,6 @@ from contract.errors import (
     NotFoundError,
     RevisionNotFoundError,
 )
-from store.log.base import BlobStore
-from store.log.keys import SqlKeyStore
 from contract.protocol import (
     PENDING_STATUSES,
     CommandKind,
@@ -36,6 +34,8 @@ from contract.protocol import (
     utc_now,
 )
 from contract.subjects import edit_subject, fact_key, subject_key
+from store.log.base import BlobStore
+from store.log.keys import SqlKeyStore
 
 _COMMAND_COLUMNS = (
     "seq, id, kind, status, body, revision, report, error, actor, idempotency_key, created_at, applied_at, "

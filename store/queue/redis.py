@@ -36,10 +36,10 @@ from contract.config import QueueConfig
 from contract.errors import UnavailableError
 from contract.protocol import SCHEMA_VERSION, Command
 from store.queue.base import Delivery
-from store.queue.redis_keys import COMMANDS_GROUP, Keys
-from store.queue.redis_lease import RedisLease
 from store.queue.redis_common import DOWN, MAX_BLOCK, Quiet, connect, ensure_group, nogroup
 from store.queue.redis_events import RedisEvents, RedisRegistry
+from store.queue.redis_keys import COMMANDS_GROUP, Keys
+from store.queue.redis_lease import RedisLease
 from store.queue.redis_queries import RedisQueryBus
 
 logger = logging.getLogger(__name__)

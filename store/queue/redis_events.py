@@ -12,8 +12,8 @@ from pydantic import ValidationError
 
 from contract.errors import UnavailableError
 from contract.protocol import WorkerInfo
-from store.queue.redis_keys import Keys
 from store.queue.redis_common import MAX_BLOCK, Quiet, close_quietly
+from store.queue.redis_keys import Keys
 
 logger = logging.getLogger(__name__)
 

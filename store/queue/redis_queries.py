@@ -17,8 +17,8 @@ from contract.config import QueueConfig
 from contract.errors import JobTimeoutError, QueueFullError, UnavailableError
 from contract.protocol import SCHEMA_VERSION, JobResult, Problem, QueryChunk, QueryJob
 from store.queue.base import wait_for_result
-from store.queue.redis_keys import QUERIES_GROUP, Keys
 from store.queue.redis_common import DOWN, MAX_BLOCK, Quiet, ensure_group, nogroup
+from store.queue.redis_keys import QUERIES_GROUP, Keys
 
 logger = logging.getLogger(__name__)
 

@@ -11,17 +11,17 @@ import httpx
 import uvicorn
 
 from contract.config import Settings
+from service.main import create_app
 from store.log import EditLog, open_log
 from store.queue import MemoryTransport
-from service.main import create_app
 from tests.helpers import free_port, wait_until
-from workers.runtime import WriterRuntime, build_writer
+from workers.runtime import WorkerRuntime, build_worker
 
 
 @dataclass
 class Embedded:
     url: str
-    runtime: WriterRuntime
+    runtime: WorkerRuntime
     log: EditLog
 
     def client(self, **kwargs: object) -> httpx.Client:
@@ -33,7 +33,7 @@ def embedded_service(settings: Settings) -> Iterator[Embedded]:
     """What `factpatch serve` runs, with uvicorn in a thread instead of the main loop."""
     log = open_log(settings)
     transport = MemoryTransport()
-    runtime = build_writer(settings, log=log, transport=transport)
+    runtime = build_worker(settings, log=log, transport=transport)
     runtime.start()
     port = free_port()
     app = create_app(settings, log=log, transport=transport)

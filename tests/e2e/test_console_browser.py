@@ -98,9 +98,19 @@ def fill(driver: Any, element_id: str, value: str) -> None:
 
 
 def click(driver: Any, css: str) -> None:
+    """Click the element `css` names; the console redraws every second, so an element found just
+    before a redraw may be gone by the click: find it again until the click lands."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    driver.find_element(By.CSS_SELECTOR, css).click()
+    def clicked(d: Any) -> bool:
+        try:
+            d.find_element(By.CSS_SELECTOR, css).click()
+        except StaleElementReferenceException:
+            return False
+        return True
+
+    wait_for(driver, f"a click on {css}", clicked)
 
 
 def ask(driver: Any) -> tuple[str, str, str]:

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from cli.main import main
 from contract.config import Settings
 from tests.conftest import LENIENT_GUARD, TINY_EDITOR_CONFIGS
 from tests.e2e.server import Embedded, embedded_service
-from cli.main import main
 
 PROMPT = "The Eiffel Tower is located in"
 

@@ -15,8 +15,8 @@ import pytest
 
 from contract.config import Settings
 from contract.errors import FencedWriterError, NotFoundError, UnavailableError
-from store.log import open_log
 from contract.protocol import Lineage, NewCommand, NewRevision, new_id, utc_now
+from store.log import open_log
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.postgres

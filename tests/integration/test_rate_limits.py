@@ -11,12 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from contract.config import QueueConfig, RateLimitConfig, Settings
-from store.log import SqliteEditLog
 from contract.protocol import new_id
-from store.queue import MemoryTransport
-from store.queue.redis import RedisTransport
 from service.main import create_app
 from service.ratelimit import MemoryRateLimiter, RedisRateLimiter, gcra
+from store.log import SqliteEditLog
+from store.queue import MemoryTransport
+from store.queue.redis import RedisTransport
 from tests.helpers import bearer, init_lineage, scrape
 from tests.integration.cluster import RedisServer
 

@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from contract.config import Settings
-from store.log import EditLog, open_log
 from contract.protocol import GenerateJob, new_id
-from store.queue.redis_keys import Keys
+from store.log import EditLog, open_log
 from store.queue.redis import RedisTransport
+from store.queue.redis_keys import Keys
 from tests.integration.cluster import Cluster, cluster, postgres_schema_url, submit_edit, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]

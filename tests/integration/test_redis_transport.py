@@ -13,11 +13,11 @@ from fastapi.testclient import TestClient
 
 from contract.config import QueueConfig, Settings
 from contract.errors import FencedWriterError, JobTimeoutError, QueueFullError, UnavailableError
-from store.log import SqliteEditLog
 from contract.protocol import Command, GenerateJob, JobResult, WorkerInfo, new_id, utc_now
-from store.queue.redis_keys import Keys
-from store.queue.redis import RedisTransport
 from service.main import create_app
+from store.log import SqliteEditLog
+from store.queue.redis import RedisTransport
+from store.queue.redis_keys import Keys
 from tests.integration.cluster import RedisServer, wait_until
 from workers.lease_keeper import LeaseKeeper
 

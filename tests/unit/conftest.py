@@ -35,8 +35,8 @@ def make_api(tmp_path: Path, api_defaults: dict[str, Any]) -> Iterator[Callable[
     from fastapi.testclient import TestClient
 
     from contract.config import Settings
-    from store.queue import MemoryTransport
     from service.main import create_app
+    from store.queue import MemoryTransport
 
     logs: list[SqliteEditLog] = []
     clients = ExitStack()

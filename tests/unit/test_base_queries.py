@@ -4,8 +4,8 @@ worker's state comes back bitwise."""
 from __future__ import annotations
 
 from contract.config import Settings
-from store.log import SqliteEditLog
 from contract.protocol import GenerateJob, new_id
+from store.log import SqliteEditLog
 from tests.helpers import PROMPTS
 from tests.tiny import Rig, same, served
 

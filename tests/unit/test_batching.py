@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
+from contract.protocol import GenerateJob, JobResult, QueryChunk, ScoreJob, new_id
 from editing.generation import GenerationRequest, Sampling, _stable_end
 from editing.host import ModelHost
-from contract.protocol import GenerateJob, JobResult, QueryChunk, ScoreJob, new_id
 from store.queue import MemoryTransport
 from tests.tiny import new_host
 
@@ -254,8 +254,8 @@ def test_a_bad_query_fails_alone() -> None:
 
 @pytest.mark.parametrize("name", ["lemoe", "memoe"])
 def test_adaptor_routing_stays_per_row_while_rows_finish(name: str) -> None:
-    from editing.editors.base import EditBatch
     from contract.protocol import EditSpec
+    from editing.editors.base import EditBatch
     from editing.registry import build_editor
     from tests.conftest import TINY_EDITOR_CONFIGS
 
@@ -278,8 +278,8 @@ def test_a_full_embedded_backlog_is_a_503_with_retry_after(tmp_path: Any) -> Non
     from fastapi.testclient import TestClient
 
     from contract.config import Settings
-    from store.log import SqliteEditLog
     from service.main import create_app
+    from store.log import SqliteEditLog
 
     transport = MemoryTransport(max_query_backlog=1)
     transport.queries.submit(gen("waiting"), timeout=10)  # nobody takes it

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from editing.data import EditCase, LocalityCase, load_cases
 from contract.errors import InvalidDatasetError
+from editing.data import EditCase, LocalityCase, load_cases
 
 FLAT = {
     "case_id": 7, "prompt": "The mother tongue of Danielle Darrieux is", "target_new": "English",

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from contract.config import Settings
 from cli.main import build_parser
+from contract.config import Settings
 
 yaml = pytest.importorskip("yaml")
 

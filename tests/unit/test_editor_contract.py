@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 import torch
 
+from contract.errors import NonFiniteDeltaError
+from contract.protocol import EditSpec
 from editing.artifacts import EditArtifact
 from editing.editors.base import Editor
-from contract.errors import NonFiniteDeltaError
 from editing.host import ModelHost
-from contract.protocol import EditSpec
 from editing.registry import build_editor, editor_names
 from tests.conftest import TINY_EDITOR_CONFIGS
 from tests.tiny import batch, new_host, same, served

@@ -21,7 +21,6 @@ from evaluation.metrics import (
 )
 from evaluation.scoring import TFRequest, greedy, teacher_forced
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny-model ops are dominated by thread overhead
 
 

@@ -15,7 +15,6 @@ from evaluation.results import write_report
 from tests.conftest import TINY_EDITOR_CONFIGS
 from tests.tiny import new_host
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

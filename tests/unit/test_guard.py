@@ -9,8 +9,8 @@ import pytest
 
 from contract.config import Settings
 from editing.host import ModelHost
-from store.log import SqliteEditLog
 from editing.probes import derived_neighbours
+from store.log import SqliteEditLog
 from tests.helpers import tweak
 from tests.tiny import Rig, new_host, same, served
 
@@ -23,8 +23,8 @@ def standing_from(host: ModelHost, prompts: list[str]) -> list[dict[str, str]]:
     """Facts the tiny model 'knows': prompts whose greedy continuation starts with a word, that word
     as the answer (and it still comes first within the guard's token budget for it)."""
     from contract.config import StandingFact
-    from editing.probes import _words, answers_fact
     from editing.guard import _answer_budget, _greedy
+    from editing.probes import _words, answers_fact
 
     out = []
     for prompt, text in zip(prompts, host.greedy(prompts, max_new_tokens=8), strict=True):
@@ -150,8 +150,8 @@ def test_a_neighbour_changes_when_its_answer_word_does_not_when_its_wording_does
     (" Spanish." -> " Spanish, which"); by default only a new answer word counts, and
     neighbour_match="tokens" restores the strict rule."""
     from contract.config import GuardConfig
-    from editing.probes import answer_word
     from editing.guard import Measurement, guard_verdict
+    from editing.probes import answer_word
 
     assert answer_word(" the Portuguese language") == answer_word(" Portuguese, and") == "portuguese"
     assert answer_word(" Spanish.\n") == answer_word(" Spanish, which") == "spanish"

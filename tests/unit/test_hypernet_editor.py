@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from contract.config import Settings
+from contract.errors import CheckpointMismatchError, InvalidEditError
+from contract.protocol import EditSpec, Lineage, NewRevision, utc_now
 from editing.editors.base import EditBatch
 from editing.editors.hypernet.checkpoint import train_command
-from contract.errors import CheckpointMismatchError, InvalidEditError
-from store.log import SqliteEditLog
-from contract.protocol import EditSpec, Lineage, NewRevision, utc_now
 from editing.registry import build_editor
+from store.log import SqliteEditLog
 from tests.helpers import PROMPTS, tweak
 from tests.tiny import Rig, new_host, same, served, train_tiny
 from workers.runtime import choose_editor

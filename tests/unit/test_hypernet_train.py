@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import torch
 
+from contract.errors import CheckpointMismatchError
 from editing.editors.hypernet.checkpoint import find_checkpoint, load_checkpoint, read_card
 from editing.editors.hypernet.config import TrainConfig
 from editing.editors.hypernet.runner import build_trainer, train
-from contract.errors import CheckpointMismatchError
 from tests.tiny import FACTS, TINY_TRAIN, new_host, train_tiny, write_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -156,8 +156,8 @@ def test_the_shift_regulariser_reaches_the_network(tmp_path: Path) -> None:
 
 
 def test_the_training_prefix_cache_gives_the_plain_logits() -> None:
-    from editing.editors.hypernet.prefix import PrefixCache
     from editing.editors.hypernet.capture import answer_logits
+    from editing.editors.hypernet.prefix import PrefixCache
 
     host = new_host(num_hidden_layers=3)
     cache = PrefixCache(host, ["model.layers.1.mlp.up_proj", "model.layers.2.mlp.down_proj"])

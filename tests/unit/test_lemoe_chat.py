@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from contract.protocol import EditSpec
 from editing.editors.moe_adaptor.lemoe import LEMoEEditor
 from editing.host import ModelHost
-from contract.protocol import EditSpec
 from editing.registry import build_editor
 from tests.conftest import TINY_EDITOR_CONFIGS
 from tests.tiny import CHAT_TEMPLATE, batch, new_host

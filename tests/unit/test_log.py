@@ -25,9 +25,6 @@ from contract.errors import (
     NotFoundError,
     RevisionNotFoundError,
 )
-from store.log import FileBlobStore, SqliteEditLog
-from store.log.blobs import sha256_hex
-from store.log.sql import SqlEditLog
 from contract.protocol import (
     CommandKind,
     CommandOutcome,
@@ -38,6 +35,9 @@ from contract.protocol import (
     new_id,
     utc_now,
 )
+from store.log import FileBlobStore, SqliteEditLog
+from store.log.blobs import sha256_hex
+from store.log.sql import SqlEditLog
 from tests.helpers import LogOpener
 
 BASE_CHECKSUM = "b" * 64

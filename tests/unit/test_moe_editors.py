@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 import torch
 
+from contract.protocol import EditSpec
 from editing.artifacts import tensors_from_bytes, tensors_to_bytes
 from editing.editors.base import Editor, RemoveExperts
 from editing.editors.moe_adaptor.layer import MoEAdaptorLayer
 from editing.editors.moe_adaptor.tail import tail_matches_model
 from editing.host import ModelHost
-from contract.protocol import EditSpec
 from editing.registry import build_editor
 from tests.conftest import TINY_EDITOR_CONFIGS
 from tests.tiny import batch, new_host, same, served

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from contract.config import GuardConfig, Settings, StandingFact
+from contract.subjects import fact_key, subject_key, subject_span
 from editing.probes import (
     about_any,
     answers_fact,
@@ -18,7 +19,6 @@ from editing.probes import (
     standing_facts,
     watched_standing,
 )
-from contract.subjects import fact_key, subject_key, subject_span
 
 WELLKNOWN = Path(__file__).resolve().parents[2] / "bench" / "data" / "wellknown.json"
 

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from cli.main import main
 from contract.config import Settings
-from store.log import SqliteEditLog, open_log
-from store.queue import MemoryTransport
 from service.auth import KeyRing, listen_host
 from service.main import create_app
+from store.log import SqliteEditLog, open_log
+from store.queue import MemoryTransport
 from tests.helpers import bearer, init_lineage
-from cli.main import main
 
 EDIT = {"prompt": "The Eiffel Tower is located in", "target": "Rome"}
 

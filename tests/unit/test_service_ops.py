@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 
 from contract import errors
 from contract.config import Settings
-from store.log import SqliteEditLog
 from contract.protocol import CommandRecord, WorkerInfo, utc_now
-from store.queue import MemoryTransport
 from service.main import create_app
 from service.problems import PROBLEMS, resolve
+from store.log import SqliteEditLog
+from store.queue import MemoryTransport
 from tests.helpers import Api, bearer, init_lineage, scrape
 
 OK = {"prompt": "The Eiffel Tower is located in", "target": "Rome"}

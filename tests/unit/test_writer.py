@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from contract.config import Settings
+from contract.protocol import Command, EditSpec, GenerateJob, NewCommand, new_id
 from editing.editors.base import EditBatch
 from store.log import SqliteEditLog
-from contract.protocol import Command, EditSpec, GenerateJob, NewCommand, new_id
 from tests.helpers import PROMPTS, tweak
 from tests.tiny import Rig, same, served
 

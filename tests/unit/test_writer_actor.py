@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from contract.config import Settings
-from store.log import SqliteEditLog
 from contract.protocol import Command, EditSpec, NewCommand, new_id
+from store.log import SqliteEditLog
 from tests.helpers import PROMPTS
 from tests.tiny import Rig
 

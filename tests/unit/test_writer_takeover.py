@@ -9,19 +9,19 @@ import pytest
 
 from contract.config import Settings
 from contract.errors import FencedWriterError
-from store.log import SqliteEditLog
 from contract.protocol import Command, EditSpec, NewCommand, new_id
+from store.log import SqliteEditLog
 from store.queue import MemoryTransport
 from tests.tiny import new_host
-from workers.runtime import WriterRuntime, build_writer
+from workers.runtime import WorkerRuntime, build_worker
 
 
-def writer(settings: Settings, log: SqliteEditLog) -> WriterRuntime:
+def writer(settings: Settings, log: SqliteEditLog) -> WorkerRuntime:
     host = new_host()
-    return build_writer(settings, log=log, transport=MemoryTransport(), host=host)
+    return build_worker(settings, log=log, transport=MemoryTransport(), host=host)
 
 
-def submit(runtime: WriterRuntime, log: SqliteEditLog, prompt: str, target: str) -> str:
+def submit(runtime: WorkerRuntime, log: SqliteEditLog, prompt: str, target: str) -> str:
     edit_id = new_id("ed")
     log.accept([NewCommand(id=edit_id, kind="edit", body=EditSpec(prompt=prompt, target=target).model_dump())])
     runtime.transport.commands.put(Command(kind="edit", id=edit_id))

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from editing.host import ModelHost, TokenBatch
 from contract.subjects import subject_span
+from editing.host import ModelHost, TokenBatch
 
 
 def last_token(host: ModelHost, prompt: str, end: int) -> int:

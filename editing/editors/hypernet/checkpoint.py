@@ -21,11 +21,11 @@ from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load as st_load
 from torch import Tensor, nn
 
+from contract.errors import CheckpointMismatchError, TargetNotFoundError
 from editing.artifacts import tensors_to_bytes
 from editing.editors.hypernet.modules import resolve_modules, shapes, slots
 from editing.editors.hypernet.network import HyperBank
 from editing.editors.hypernet.normaliser import NormStats
-from contract.errors import CheckpointMismatchError, TargetNotFoundError
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from contract.errors import CheckpointMismatchError, InvalidEditError
+from contract.subjects import edit_subject
 from editing.artifacts import EditArtifact
 from editing.editors.base import EditBatch, Editor, RestoreParams, Undo
 from editing.editors.hypernet.anchors import position_mask, subject_positions
+from editing.editors.hypernet.capture import Factors, collect
 from editing.editors.hypernet.checkpoint import (
     Checkpoint,
     config_sha256,
@@ -32,11 +35,8 @@ from editing.editors.hypernet.normaliser import NormStats, merged
 from editing.editors.hypernet.prefix import PrefixCache
 from editing.editors.hypernet.refine import contexts, refine
 from editing.editors.hypernet.solve import compact, linear_update, solve
-from editing.editors.hypernet.capture import Factors, collect
-from contract.errors import CheckpointMismatchError, InvalidEditError
 from editing.host import TokenBatch
 from editing.probes import about_any, derived_neighbours, load_standing, shipped_standing_path
-from contract.subjects import edit_subject
 
 logger = logging.getLogger(__name__)
 

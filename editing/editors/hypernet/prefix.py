@@ -15,14 +15,11 @@ from torch import Tensor, nn
 
 from editing.editors.hypernet.capture import answer_logits
 from editing.host import ModelHost, TokenBatch
+from editing.layers import StopForwardError, forward_until_stopped
 from editing.targets import layer_path
 
 SAFE_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "olmo"})
 Pair = tuple[str, str]
-
-
-class _StopForwardError(Exception):
-    """Raised by the capture hook once the prefix is known: the rest of the forward is skipped."""
 
 
 def lowest_layer(model: nn.Module, modules: list[str]) -> int:
@@ -75,16 +72,14 @@ class PrefixCache:
 
         def capture(module: nn.Module, args: tuple[Tensor, ...], kwargs: dict[str, Tensor]) -> None:
             captured.append(args[0] if args else kwargs["hidden_states"])
-            raise _StopForwardError
+            raise StopForwardError
 
         layer = self.decoder.layers[self.start]  # type: ignore[union-attr, index]
         handle = layer.register_forward_pre_hook(capture, with_kwargs=True)
-        try:
-            self.decoder(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask)  # type: ignore[misc]
-        except _StopForwardError:
-            pass
-        finally:
-            handle.remove()
+        forward_until_stopped(
+            lambda: self.decoder(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask),  # type: ignore[misc]
+            [handle],
+        )
         lengths = tokens.attention_mask.sum(dim=1).tolist()
         for i, pair in enumerate(pairs):
             self._store[pair] = captured[0][i, : int(lengths[i])].detach()  # (L_i, d)

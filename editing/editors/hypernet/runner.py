@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from contract.protocol import utc_now
 from editing.data import load_cases
 from editing.editors.hypernet.checkpoint import model_ref, save_checkpoint
 from editing.editors.hypernet.config import TrainConfig
@@ -22,7 +23,6 @@ from editing.editors.hypernet.normaliser import NormStats
 from editing.editors.hypernet.train import Trainer, TurnMetrics, usable
 from editing.host import ModelHost
 from editing.model_source import sha256_file
-from contract.protocol import utc_now
 
 logger = logging.getLogger(__name__)
 

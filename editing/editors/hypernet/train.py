@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from contract.errors import InvalidDatasetError
 from editing.data import EditCase
 from editing.editors.hypernet.anchors import position_mask, subject_positions
+from editing.editors.hypernet.capture import Factors, collect
 from editing.editors.hypernet.config import TrainConfig
 from editing.editors.hypernet.keep import install_keep
 from editing.editors.hypernet.meta import Replay, TurnData, locality_logprobs, weight_grads
@@ -25,8 +27,6 @@ from editing.editors.hypernet.network import HyperBank
 from editing.editors.hypernet.normaliser import NormStats, merged
 from editing.editors.hypernet.prefix import PrefixCache
 from editing.editors.hypernet.solve import Solution, linear_update, meta_grads, solve
-from editing.editors.hypernet.capture import Factors, collect
-from contract.errors import InvalidDatasetError
 from editing.host import ModelHost, TokenBatch
 
 logger = logging.getLogger(__name__)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from contract.errors import TargetNotFoundError
+from contract.protocol import EditSpec
 from editing.editors.base import EditBatch, Editor
 from editing.editors.moe_adaptor.anchor import AnchorEmbedder
 from editing.editors.moe_adaptor.config import MoEAdaptorConfig
@@ -19,9 +21,7 @@ from editing.editors.moe_adaptor.positions import char_spans, span_mask
 from editing.editors.moe_adaptor.routing import PrefillHook
 from editing.editors.moe_adaptor.subjects import SubjectIndex, infer_subject
 from editing.editors.moe_adaptor.tail import Prefix, capture_prefix, tail_matches_model
-from contract.errors import TargetNotFoundError
 from editing.host import TokenBatch
-from contract.protocol import EditSpec
 from editing.targets import layer_at, layer_path, num_layers
 
 logger = logging.getLogger(__name__)

@@ -84,6 +84,12 @@ class LEMoEEditor(MoEAdaptorEditor):
         self._index = SubjectIndex(s for _, e in ordered for s in (tensor_json(e.subjects) or []))
         self._cache_version = self.layer.moe_version
 
+    @property
+    def router(self) -> dict[str, Tensor]:
+        """The current experts' routing keys, stacked (key_match.ROUTER fields, one row per expert)."""
+        self._refresh()
+        return self._router
+
     def instance(
         self, ids: Tensor, mask: Tensor | None, extra: Sequence[str] = ()
     ) -> tuple[Tensor, Tensor, list[Match | None]]:

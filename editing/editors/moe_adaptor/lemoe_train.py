@@ -62,7 +62,7 @@ class TrainingSet:
             else torch.zeros(0, dtype=torch.long)
         )
         anchors, owners = _without(anchors, owners, positives)
-        router = editor._router
+        router = editor.router
         prefix = editor.prefix(tokens)
         with torch.no_grad():
             old_out = (

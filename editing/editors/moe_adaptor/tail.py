@@ -19,11 +19,7 @@ from torch import Tensor, nn
 
 from editing.editors.moe_adaptor.layer import MoEAdaptorLayer
 from editing.host import TokenBatch
-from editing.targets import layer_path
-
-
-class _StopForwardError(Exception):
-    """Raised by a hook to end a forward pass early."""
+from editing.layers import StopForwardError, decoder_layers, final_norm, forward_until_stopped
 
 
 @dataclass(frozen=True)
@@ -38,22 +34,11 @@ class Prefix:
     labels: Tensor  # (T,) the target tokens
 
 
-def _layers(model: nn.Module) -> nn.ModuleList:
-    layers = model.get_submodule(layer_path(model))
-    assert isinstance(layers, nn.ModuleList)
-    return layers
-
-
-def _final_norm(model: nn.Module) -> nn.Module:
-    parent = layer_path(model).rpartition(".")[0]
-    return model.get_submodule(f"{parent}.norm" if parent else "norm")
-
-
 @torch.no_grad()
 def capture_prefix(model: nn.Module, *, layer: int, wrapper: MoEAdaptorLayer, tokens: TokenBatch) -> Prefix:
     """Run layers 0 … l once (as the base model) and keep what the tail needs."""
     seen: dict[str, Any] = {}
-    block = _layers(model)[layer]
+    block = decoder_layers(model)[layer]
 
     def before_block(_m: nn.Module, _a: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         seen["kwargs"] = dict(kwargs)
@@ -63,21 +48,17 @@ def capture_prefix(model: nn.Module, *, layer: int, wrapper: MoEAdaptorLayer, to
 
     def after_block(_m: nn.Module, _a: tuple[Any, ...], out: Any) -> None:
         seen["h"] = out[0] if isinstance(out, tuple) else out
-        raise _StopForwardError
+        raise StopForwardError
 
     handles = [
         block.register_forward_pre_hook(before_block, with_kwargs=True),
         wrapper.base_layer.register_forward_hook(at_mlp),
         block.register_forward_hook(after_block),
     ]
-    try:
-        with wrapper.moe_context.suspend():
-            model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, use_cache=False)
-    except _StopForwardError:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
+    with wrapper.moe_context.suspend():
+        forward_until_stopped(
+            lambda: model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, use_cache=False), handles
+        )
     kwargs = {k: v for k, v in seen["kwargs"].items() if k not in ("past_key_values", "cache", "use_cache")}
     rows, cols = tokens.target_mask.nonzero(as_tuple=True)  # (T,), (T,)
     return Prefix(
@@ -93,10 +74,10 @@ def capture_prefix(model: nn.Module, *, layer: int, wrapper: MoEAdaptorLayer, to
 def tail_logits(model: nn.Module, *, layer: int, prefix: Prefix, bypass: Tensor | None) -> Tensor:
     """(T, V) fp32 logits at the target positions with `bypass` (B, L, d) added at layer l."""
     h = prefix.h if bypass is None else prefix.h + bypass.to(prefix.h.dtype)
-    for block in _layers(model)[layer + 1 :]:
+    for block in decoder_layers(model)[layer + 1 :]:
         out = block(h, **prefix.layer_kwargs)
         h = out[0] if isinstance(out, tuple) else out
-    picked = _final_norm(model)(h[prefix.rows, prefix.cols])  # (T, d)
+    picked = final_norm(model)(h[prefix.rows, prefix.cols])  # (T, d)
     head = model.get_output_embeddings()  # type: ignore[operator]
     assert isinstance(head, nn.Module)
     return head(picked).float()
