@@ -9,20 +9,7 @@ from typing import Any
 
 import pytest
 
-# Editor configs that make edits land on the tiny model within a second (the defaults are tuned
-# for SmolLM2). Editors not listed here run with their defaults.
-TINY_EDITOR_CONFIGS: dict[str, dict[str, Any]] = {
-    "ft": {"steps": 40, "lr": 2e-2, "norm_constraint": 1.0, "layer_fraction": 0.0},
-    "memoe": {"steps": 30, "lr": 2e-2, "layer": 0, "expert_dim": 16, "bypass_tokens": "all"},
-    "lemoe": {"steps": 30, "lr": 2e-2, "layer": 0, "expert_dim": 16, "bypass_tokens": "all"},
-    "rledit": {"untrained": True, "modules": "up_proj:0-1", "lr": 0.1},
-    "malmen": {"untrained": True, "modules": "down_proj:0-1", "lr": 0.1},
-}
-# A random tiny model's greedy answers move with any edit, so tests that are not about the guard
-# let every edit through: no share limit on locality prompts, no derived neighbours, no standing
-# facts (the tiny model "answers" the one-letter ones, "K" or "O", by chance).
-LENIENT_GUARD: dict[str, Any] = {"max_locality_changed": 1.0, "neighbours": 0, "standing": []}
-
+from tests.helpers import LENIENT_GUARD, TINY_EDITOR_CONFIGS
 
 # Variables that configure the test run itself, not factpatch: `clean_environ` leaves them alone.
 TEST_RUN_VARIABLES = (

@@ -22,6 +22,21 @@ from store.log import EditLog, SqliteEditLog
 from store.log.sql import SqlEditLog
 from store.queue import MemoryTransport
 
+# Editor configs that make edits land on the tiny model within a second (the defaults are tuned
+# for SmolLM2). Editors not listed here run with their defaults.
+TINY_EDITOR_CONFIGS: dict[str, dict[str, Any]] = {
+    "ft": {"steps": 40, "lr": 2e-2, "norm_constraint": 1.0, "layer_fraction": 0.0},
+    "memoe": {"steps": 30, "lr": 2e-2, "layer": 0, "expert_dim": 16, "bypass_tokens": "all"},
+    "lemoe": {"steps": 30, "lr": 2e-2, "layer": 0, "expert_dim": 16, "bypass_tokens": "all"},
+    "rledit": {"untrained": True, "modules": "up_proj:0-1", "lr": 0.1},
+    "malmen": {"untrained": True, "modules": "down_proj:0-1", "lr": 0.1},
+}
+# A random tiny model's greedy answers move with any edit, so tests that are not about the guard
+# let every edit through: no share limit on locality prompts, no derived neighbours, no standing
+# facts (the tiny model "answers" the one-letter ones, "K" or "O", by chance).
+LENIENT_GUARD: dict[str, Any] = {"max_locality_changed": 1.0, "neighbours": 0, "standing": []}
+
+
 T = TypeVar("T")
 
 # Facts the writer tests edit the tiny model with (prompt, new target).

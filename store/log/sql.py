@@ -310,33 +310,23 @@ class SqlEditLog(SqlKeyStore):
         cursor: int | None = None,
     ) -> tuple[list[CommandRecord], int | None]:
         """Newest first; the cursor is the `seq` below which the next page starts."""
-        where: list[str] = ["kind = ?"]
-        params: list[Any] = [kind]
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        if cursor is not None:
-            where.append("seq < ?")
-            params.append(cursor)
-        text = (
-            f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
-        )
-        rows = self._query(text, [*params, limit + 1])
-        items = [_command(r) for r in rows[:limit]]
-        next_cursor = items[-1].seq if len(rows) > limit else None
-        return items, next_cursor
+        return self._command_page(["kind = ?"], [kind], status=status, limit=limit, cursor=cursor)
 
     def list_subject_edits(
         self, subject: str, *, status: CommandStatus | None = None, limit: int = 50, cursor: int | None = None
     ) -> tuple[list[CommandRecord], int | None]:
         """A subject's edits (given or inferred subject, compared by `subject_key`), newest first."""
-        where, params = ["kind = 'edit'", "subject_key = ?"], [subject_key(subject)]
+        return self._command_page(["kind = 'edit'", "subject_key = ?"], [subject_key(subject)],
+                                  status=status, limit=limit, cursor=cursor)
+
+    def _command_page(
+        self, where: list[str], params: list[Any], *, status: CommandStatus | None, limit: int, cursor: int | None
+    ) -> tuple[list[CommandRecord], int | None]:
+        """One page of the commands matching `where` (and status), newest first, with the next cursor."""
         if status is not None:
-            where.append("status = ?")
-            params.append(status)
+            where, params = [*where, "status = ?"], [*params, status]
         if cursor is not None:
-            where.append("seq < ?")
-            params.append(cursor)
+            where, params = [*where, "seq < ?"], [*params, cursor]
         text = f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
         rows = self._query(text, [*params, limit + 1])
         items = [_command(r) for r in rows[:limit]]

@@ -15,8 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import TINY_EDITOR_CONFIGS
-from tests.helpers import free_port
+from tests.helpers import TINY_EDITOR_CONFIGS, free_port
 
 EDIT = {"prompt": "The Eiffel Tower is located in", "target": "Rome"}
 

@@ -19,8 +19,8 @@ import pytest
 
 from contract.config import Settings
 from store.log import new_secret, open_log
-from tests.conftest import LENIENT_GUARD, TINY_EDITOR_CONFIGS
 from tests.e2e.server import Embedded, embedded_service
+from tests.helpers import LENIENT_GUARD, TINY_EDITOR_CONFIGS
 
 pytestmark = pytest.mark.browser
 

@@ -20,8 +20,8 @@ import pytest
 
 from cli.main import main
 from contract.config import Settings
-from tests.conftest import LENIENT_GUARD, TINY_EDITOR_CONFIGS
 from tests.e2e.server import Embedded, embedded_service
+from tests.helpers import LENIENT_GUARD, TINY_EDITOR_CONFIGS
 
 REPO = Path(__file__).resolve().parents[2]
 EIFFEL = ("The Eiffel Tower is located in the city of", "Rome")

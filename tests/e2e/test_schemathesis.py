@@ -12,8 +12,8 @@ import pytest
 
 from contract.config import Settings
 from store.log import new_secret, open_log
-from tests.conftest import LENIENT_GUARD, TINY_EDITOR_CONFIGS
 from tests.e2e.server import embedded_service
+from tests.helpers import LENIENT_GUARD, TINY_EDITOR_CONFIGS
 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402 - after the importorskip

@@ -257,7 +257,7 @@ def test_adaptor_routing_stays_per_row_while_rows_finish(name: str) -> None:
     from contract.protocol import EditSpec
     from editing.editors.base import EditBatch
     from editing.registry import build_editor
-    from tests.conftest import TINY_EDITOR_CONFIGS
+    from tests.helpers import TINY_EDITOR_CONFIGS
 
     host = new_host()
     editor = build_editor(name, host=host, overrides=TINY_EDITOR_CONFIGS[name])

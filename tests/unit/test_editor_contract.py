@@ -13,7 +13,7 @@ from editing.artifacts import EditArtifact
 from editing.editors.base import Editor
 from editing.host import ModelHost
 from editing.registry import build_editor, editor_names
-from tests.conftest import TINY_EDITOR_CONFIGS
+from tests.helpers import TINY_EDITOR_CONFIGS
 from tests.tiny import batch, new_host, same, served
 
 EDITS = [

@@ -12,7 +12,7 @@ import torch
 from editing.data.cases import EditCase, LocalityCase
 from evaluation.lifelong import BASELINE, EditorRun, StreamConfig, curve_edits, run_lifelong, select_stream
 from evaluation.results import write_report
-from tests.conftest import TINY_EDITOR_CONFIGS
+from tests.helpers import TINY_EDITOR_CONFIGS
 from tests.tiny import new_host
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -9,7 +9,7 @@ from contract.protocol import EditSpec
 from editing.editors.moe_adaptor.lemoe import LEMoEEditor
 from editing.host import ModelHost
 from editing.registry import build_editor
-from tests.conftest import TINY_EDITOR_CONFIGS
+from tests.helpers import TINY_EDITOR_CONFIGS
 from tests.tiny import CHAT_TEMPLATE, batch, new_host
 
 EDIT = EditSpec(prompt="The Eiffel Tower is located in", target="Rome", subject="Eiffel Tower")

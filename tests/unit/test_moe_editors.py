@@ -14,7 +14,7 @@ from editing.editors.moe_adaptor.layer import MoEAdaptorLayer
 from editing.editors.moe_adaptor.tail import tail_matches_model
 from editing.host import ModelHost
 from editing.registry import build_editor
-from tests.conftest import TINY_EDITOR_CONFIGS
+from tests.helpers import TINY_EDITOR_CONFIGS
 from tests.tiny import batch, new_host, same, served
 
 EDITS = [

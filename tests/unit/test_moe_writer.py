@@ -7,8 +7,7 @@ import torch
 
 from contract.config import Settings
 from store.log import SqliteEditLog
-from tests.conftest import LENIENT_GUARD
-from tests.helpers import PROMPTS, tweak
+from tests.helpers import LENIENT_GUARD, PROMPTS, tweak
 from tests.tiny import Rig, same, served
 
 NAMES = ("memoe", "lemoe")
