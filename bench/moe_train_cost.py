@@ -22,7 +22,7 @@ from contract.config import Settings
 from editing.data import load_cases
 from editing.editors.moe_adaptor.experts import init_expert, swiglu
 from editing.editors.moe_adaptor.layer import MoEAdaptorLayer
-from editing.editors.moe_adaptor.tail import capture_prefix, tail_logits, target_nll
+from editing.editors.moe_adaptor.training_tail import capture_prefix, tail_logits, target_nll
 from editing.host import ModelHost, TokenBatch
 from editing.loading import load_host
 from editing.registry import build_editor

@@ -3,7 +3,7 @@
 While an edit is fitted, the layers below the edited one never change, so what enters that layer
 is computed once and only the layers above run per step. The hypernetwork's training cache
 (`editors/hypernet/prefix.py`) keeps each example's hidden state across batches and re-enters the
-decoder with `inputs_embeds`; the MoE adaptors' tail (`editors/moe_adaptor/tail.py`) keeps one
+decoder with `inputs_embeds`; the MoE adaptors' tail (`editors/moe_adaptor/training_tail.py`) keeps one
 batch's layer inputs with the keyword arguments the layer received and runs the blocks itself.
 Both end the capturing forward pass early the same way, with the helpers here.
 """

@@ -65,7 +65,7 @@ def test_applying_adds_c_transpose_k_to_the_fp32_masters() -> None:
 def test_locality_prompts_sent_with_an_edit_are_protected(use_checkpoint: bool, checkpoint: Path) -> None:
     """Their keys join the solve with a desired change of 0: the shift hardly moves them, while
     the same edit without them does."""
-    from editing.editors.hypernet.keep import prompt_keys
+    from editing.editors.hypernet.keep_basis import prompt_keys
 
     overrides = {"checkpoint": str(checkpoint)} if use_checkpoint else UNTRAINED
     editor = build_editor("rledit", host=new_host(), overrides=overrides)

@@ -12,7 +12,7 @@ from contract.protocol import EditSpec
 from editing.editors.base import EditBatch
 from editing.editors.hypernet.anchors import position_mask, subject_positions
 from editing.editors.hypernet.capture import answer_logits, collect
-from editing.editors.hypernet.keep import prompt_keys
+from editing.editors.hypernet.keep_basis import prompt_keys
 from editing.editors.hypernet.prefix import PrefixCache
 from editing.editors.hypernet.refine import per_edit_nll, refine
 from editing.registry import build_editor

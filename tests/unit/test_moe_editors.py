@@ -11,7 +11,7 @@ from contract.protocol import EditSpec
 from editing.artifacts import tensors_from_bytes, tensors_to_bytes
 from editing.editors.base import Editor, RemoveExperts
 from editing.editors.moe_adaptor.layer import MoEAdaptorLayer
-from editing.editors.moe_adaptor.tail import tail_matches_model
+from editing.editors.moe_adaptor.training_tail import tail_matches_model
 from editing.host import ModelHost
 from editing.registry import build_editor
 from tests.helpers import TINY_EDITOR_CONFIGS

@@ -28,7 +28,7 @@ from editing.editors.hypernet.checkpoint import (
     train_command,
 )
 from editing.editors.hypernet.config import HypernetConfig
-from editing.editors.hypernet.keep import prompt_keys
+from editing.editors.hypernet.keep_basis import prompt_keys
 from editing.editors.hypernet.modules import resolve_modules, slots
 from editing.editors.hypernet.network import HyperBank
 from editing.editors.hypernet.normaliser import NormStats, merged

@@ -21,8 +21,8 @@ from editing.data import EditCase
 from editing.editors.hypernet.anchors import position_mask, subject_positions
 from editing.editors.hypernet.capture import Factors, collect
 from editing.editors.hypernet.config import TrainConfig
-from editing.editors.hypernet.keep import install_keep
-from editing.editors.hypernet.meta import Replay, TurnData, locality_logprobs, weight_grads
+from editing.editors.hypernet.keep_basis import install_keep
+from editing.editors.hypernet.meta_loss import Replay, TurnData, locality_logprobs, weight_grads
 from editing.editors.hypernet.network import HyperBank
 from editing.editors.hypernet.normaliser import NormStats, merged
 from editing.editors.hypernet.prefix import PrefixCache

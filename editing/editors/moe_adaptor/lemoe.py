@@ -17,10 +17,10 @@ from torch import Tensor
 from editing.artifacts import EditArtifact
 from editing.editors.base import EditBatch, RemoveExperts, Undo
 from editing.editors.moe_adaptor import key_match as keys
+from editing.editors.moe_adaptor.adaptor_editor import Match, MoEAdaptorEditor, batch_generator
 from editing.editors.moe_adaptor.anchor import unit_rms
 from editing.editors.moe_adaptor.calibration import load_prompts
 from editing.editors.moe_adaptor.codec import json_tensor, tensor_json
-from editing.editors.moe_adaptor.common import Match, MoEAdaptorEditor, batch_generator
 from editing.editors.moe_adaptor.config import LEMoEConfig
 from editing.editors.moe_adaptor.layer import LEMOE_FIELDS, ExpertPlan, LEMoELayer, Plan, mlp_dims
 from editing.editors.moe_adaptor.lemoe_train import Trainer, TrainingSet

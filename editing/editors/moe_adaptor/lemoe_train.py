@@ -14,7 +14,7 @@ from editing.editors.moe_adaptor import key_match as keys
 from editing.editors.moe_adaptor.experts import EXPERT_FIELDS, init_expert, swiglu
 from editing.editors.moe_adaptor.layer import LEMoEExpert, mlp_dims
 from editing.editors.moe_adaptor.subjects import SubjectIndex
-from editing.editors.moe_adaptor.tail import Prefix, tail_logits, target_nll
+from editing.editors.moe_adaptor.training_tail import Prefix, tail_logits, target_nll
 
 if TYPE_CHECKING:
     from editing.editors.moe_adaptor.lemoe import LEMoEEditor

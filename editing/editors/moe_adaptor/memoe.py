@@ -16,9 +16,9 @@ from torch import Tensor
 
 from editing.artifacts import EditArtifact
 from editing.editors.base import EditBatch, RestoreParams, Undo
+from editing.editors.moe_adaptor.adaptor_editor import MoEAdaptorEditor, batch_generator
 from editing.editors.moe_adaptor.anchor import unit_rms
 from editing.editors.moe_adaptor.codec import json_tensor, tensor_json
-from editing.editors.moe_adaptor.common import MoEAdaptorEditor, batch_generator
 from editing.editors.moe_adaptor.config import MEMoEConfig
 from editing.editors.moe_adaptor.experts import EXPERT_FIELDS, init_expert
 from editing.editors.moe_adaptor.layer import (
@@ -30,7 +30,7 @@ from editing.editors.moe_adaptor.layer import (
     mlp_dims,
 )
 from editing.editors.moe_adaptor.subjects import SubjectIndex
-from editing.editors.moe_adaptor.tail import tail_logits, target_nll
+from editing.editors.moe_adaptor.training_tail import tail_logits, target_nll
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from editing.editors.moe_adaptor.layer import MoEAdaptorLayer, Plan
 from editing.editors.moe_adaptor.positions import char_spans, span_mask
 from editing.editors.moe_adaptor.routing import PrefillHook
 from editing.editors.moe_adaptor.subjects import SubjectIndex, infer_subject
-from editing.editors.moe_adaptor.tail import Prefix, capture_prefix, tail_matches_model
+from editing.editors.moe_adaptor.training_tail import Prefix, capture_prefix, tail_matches_model
 from editing.host import TokenBatch
 from editing.targets import layer_at, layer_path, num_layers
 
