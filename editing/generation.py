@@ -39,6 +39,7 @@ class Sampling:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False  # decode past the end-of-sequence token (evaluation's fixed-length answers)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Generation:
     text: str
     tokens: int  # generated tokens (the stop string's tokens included, the end-of-sequence token not)
     finish_reason: FinishReason
+    ids: tuple[int, ...] = ()  # the generated token ids
 
 
 @dataclass
@@ -73,7 +75,7 @@ class _Row:
 
     def add(self, token: int, decode: Callable[[list[int]], str]) -> None:
         """Take one generated token and decide whether the row is finished."""
-        if token in self.eos:
+        if token in self.eos and not self.sampling.ignore_eos:
             self.finish = "stop"
             return
         self.ids.append(token)
@@ -95,7 +97,7 @@ class _Row:
 
     def result(self) -> Generation:
         assert self.finish is not None
-        return Generation(text=self.text, tokens=len(self.ids), finish_reason=self.finish)
+        return Generation(text=self.text, tokens=len(self.ids), finish_reason=self.finish, ids=tuple(self.ids))
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> int | None:

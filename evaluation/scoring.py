@@ -9,8 +9,9 @@ same tokenisation editors see through `host.encode_pairs`.
   logits are computed (`logits_to_keep`) stay short. Prompts are deliberately not shared through a
   KV cache between continuations: adaptor editors may route on the whole input, and a teacher-
   forced score must see the sequence the way a plain forward does.
-- `greedy`: left-padded batches decoded with the KV cache, argmax at every step, no stopping, no
-  sampling, no repetition penalty: the model's own `generation_config` plays no part.
+- `greedy`: the serving decoder (left-padded batches, the KV cache) with argmax at every step and
+  no stopping at end of sequence; no repetition penalty: the model's own `generation_config` plays
+  no part.
 
 Batching changes nothing but float rounding: results equal one-at-a-time runs up to ~1e-5 in
 log-probabilities (a test pins this).
@@ -24,8 +25,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from editing.generation import GenerationRequest, Sampling
 from editing.host import ModelHost, TokenBatch
-from editing.kvcache import cache_from_output, cache_kwarg
 
 Ids = tuple[int, ...]
 
@@ -122,41 +123,14 @@ def _score_row(logits: Tensor, request: TFRequest) -> TFScore:
 def greedy(
     host: ModelHost, prompts: Sequence[Ids], lengths: Sequence[int], *, batch_size: int = 32
 ) -> list[Ids]:
-    """Greedy continuation of each prompt, `lengths[i]` tokens long (EOS is not special here)."""
+    """Greedy continuation of each prompt, `lengths[i]` tokens long (EOS is not special here), on the
+    serving decoder (`ModelHost.generate_many`) in batches of prompts of similar length."""
     assert len(prompts) == len(lengths)
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), lengths[i]))  # little left padding
     out: list[Ids] = [()] * len(prompts)
     for chunk in _chunks(order, batch_size):
-        tokens = _greedy_chunk(host, [prompts[i] for i in chunk], max(lengths[i] for i in chunk))
-        for row, i in enumerate(chunk):
-            out[i] = tuple(int(t) for t in tokens[row, : lengths[i]])
+        requests = [GenerationRequest(ids=prompts[i], sampling=Sampling(max_new_tokens=lengths[i], ignore_eos=True))
+                    for i in chunk]
+        for i, generated in zip(chunk, host.generate_many(requests), strict=True):
+            out[i] = generated.ids
     return out
-
-
-def pack_left(host: ModelHost, prompts: Sequence[Ids]) -> tuple[Tensor, Tensor]:
-    """(input_ids, attention_mask), both (B, L), left-padded."""
-    width = max(len(p) for p in prompts)
-    pad = int(host.tokenizer.pad_token_id)
-    input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, prompt in enumerate(prompts):
-        input_ids[i, width - len(prompt) :] = torch.tensor(prompt)
-        mask[i, width - len(prompt) :] = 1
-    return input_ids.to(host.device), mask.to(host.device)
-
-
-def _greedy_chunk(host: ModelHost, prompts: Sequence[Ids], steps: int) -> Tensor:
-    """(B, steps) argmax tokens, decoded with the KV cache."""
-    input_ids, mask = pack_left(host, prompts)  # (B, L)
-    positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)  # (B, L)
-    out = host.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                     use_cache=True, logits_to_keep=1)
-    generated = [out.logits[:, -1].argmax(dim=-1)]  # [(B,)]
-    cache = cache_kwarg(host.model, None)  # {the forward's name for the KV cache: …}, looked up once
-    for _ in range(steps - 1):
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # (B, L + 1)
-        positions = positions[:, -1:] + 1  # (B, 1)
-        out = host.model(input_ids=generated[-1][:, None], attention_mask=mask, position_ids=positions,
-                         use_cache=True, logits_to_keep=1, **{k: cache_from_output(out) for k in cache})
-        generated.append(out.logits[:, -1].argmax(dim=-1))
-    return torch.stack(generated, dim=1)  # (B, steps)
