@@ -263,13 +263,24 @@ class ModelHost:
 
     def encode_chat(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         """Token ids of a conversation in the model's chat template, with the generation prompt."""
-        if not getattr(self.tokenizer, "chat_template", None):
+        if not self.has_chat_template:
             raise InvalidQueryError(f"the model {self.model_id} has no chat template; send a prompt",
                                     field="messages")
-        text = self.tokenizer.apply_chat_template(
-            [dict(m) for m in messages], add_generation_prompt=True, tokenize=False
-        )
-        return list(self.tokenizer(str(text), add_special_tokens=False)["input_ids"])
+        return list(self.tokenizer(self.chat_text(messages), add_special_tokens=False)["input_ids"])
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def chat_text(self, messages: Sequence[Mapping[str, str]]) -> str:
+        """A conversation as text in the model's chat template, ending where the assistant answers."""
+        return str(self.tokenizer.apply_chat_template([dict(m) for m in messages], add_generation_prompt=True,
+                                                      tokenize=False))
+
+    def chat_form(self, prompt: str) -> str:
+        """`prompt` asked as a user turn and restated as the start of the assistant's answer: how an
+        editor fits an edit so that chat-form questions see it (needs a chat template)."""
+        return self.chat_text([{"role": "user", "content": prompt}]) + prompt
 
     def generate_many(
         self, requests: Sequence[GenerationRequest], *, alive: Callable[[list[int]], list[bool]] | None = None

@@ -85,8 +85,8 @@ def build_node(
     lineage = wait_for_lineage(log, stop) if role == "replica" else log.lineage()
     if lineage is None and role == "replica":
         return None
-    if lineage is not None and (role == "replica" or not settings.editor):
-        settings = settings.model_copy(update={"editor": lineage.editor})  # the log's editor, wherever it runs
+    if lineage is not None and role == "replica":
+        settings = settings.model_copy(update={"editor": lineage.editor})  # a replica runs the log's editor
     runtime = build_worker(settings, log=log, transport=transport)
     return Node(runtime=runtime, transport=transport, log=log, stop=stop,
                 role="replica" if role == "replica" else "standby")

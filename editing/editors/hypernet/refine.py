@@ -83,8 +83,6 @@ def contexts(host: ModelHost, prompt: str, *, prefixes: Sequence[str], chat: boo
     model has a chat template) as the start of the assistant's answer to the prompt asked as a
     user turn."""
     out = [prompt] + [prefix + prompt for prefix in prefixes]
-    if chat and getattr(host.tokenizer, "chat_template", None):
-        turn = host.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                                  tokenize=False)
-        out.append(str(turn) + prompt)
+    if chat and host.has_chat_template:
+        out.append(host.chat_form(prompt))
     return out

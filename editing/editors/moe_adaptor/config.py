@@ -90,5 +90,5 @@ class LEMoEConfig(MoEAdaptorConfig):
     train_chat: bool = Field(
         True, description="Also train each edit inside the model's chat template (when it has one): the "
         "prompt asked as a user turn, answered by the assistant starting with the prompt, so chat-form "
-        "questions see the edit (docs/benchmarks.md: chat questions 0.54 -> 0.85 on the well-known set).",
+        "questions see the edit (docs/benchmarks.md: chat questions 0.54 -> 0.81 on the well-known set).",
     )

@@ -169,17 +169,10 @@ class LEMoEEditor(MoEAdaptorEditor):
 
     def _training_rows(self, batch: EditBatch, subjects: list[str]) -> tuple[EditBatch, list[str]]:
         """The batch, plus (train_chat) each edit as the assistant's answer to its prompt asked in chat."""
-        template = getattr(self.host.tokenizer, "chat_template", None)
-        if not (self.config.train_chat and template):
+        if not (self.config.train_chat and self.host.has_chat_template):
             return batch, subjects
-        chat = [e.model_copy(update={"prompt": self._chat_turn(e.prompt) + e.prompt}) for e in batch.edits]
+        chat = [e.model_copy(update={"prompt": self.host.chat_form(e.prompt)}) for e in batch.edits]
         return EditBatch(batch.batch_id, (*batch.edits, *chat)), subjects * 2
-
-    def _chat_turn(self, prompt: str) -> str:
-        turn = self.host.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-        )
-        return str(turn)
 
     def apply(self, artifact: EditArtifact) -> Undo:
         self._check_artifact(artifact)
