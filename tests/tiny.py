@@ -102,6 +102,14 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
 
 
+@torch.no_grad()
+def target_nll(host: ModelHost, prompt: str, target: str) -> float:
+    """Mean NLL of `target`'s tokens after `prompt` under the host's model as it is now."""
+    tokens = host.encode_pairs([(prompt, target)])
+    logits = host.model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).logits
+    return float(torch.nn.functional.cross_entropy(logits[0, :-1], tokens.labels[0, 1:], ignore_index=-100))
+
+
 def batch(*edits: EditSpec, batch_id: str = "b1") -> EditBatch:
     """What the writer hands an editor: `edits` as one batch."""
     return EditBatch(batch_id=batch_id, edits=tuple(edits))

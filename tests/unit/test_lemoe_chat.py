@@ -10,7 +10,7 @@ from editing.editors.moe_adaptor.lemoe import LEMoEEditor
 from editing.host import ModelHost
 from editing.registry import build_editor
 from tests.helpers import TINY_EDITOR_CONFIGS
-from tests.tiny import CHAT_TEMPLATE, batch, new_host
+from tests.tiny import CHAT_TEMPLATE, batch, new_host, target_nll
 
 EDIT = EditSpec(prompt="The Eiffel Tower is located in", target="Rome", subject="Eiffel Tower")
 
@@ -28,13 +28,6 @@ def chat_prompt(host: ModelHost, question: str) -> str:
     turn = host.tokenizer.apply_chat_template([{"role": "user", "content": question}],
                                               add_generation_prompt=True, tokenize=False)
     return str(turn) + question
-
-
-@torch.no_grad()
-def target_nll(host: ModelHost, prompt: str, target: str) -> float:
-    tokens = host.encode_pairs([(prompt, target)])
-    logits = host.model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).logits
-    return float(torch.nn.functional.cross_entropy(logits[0, :-1], tokens.labels[0, 1:], ignore_index=-100))
 
 
 def test_chat_rows_are_added_only_with_a_chat_template_and_the_knob() -> None:

@@ -10,12 +10,13 @@ import torch
 from contract.protocol import EditSpec
 from editing.artifacts import tensors_from_bytes, tensors_to_bytes
 from editing.editors.base import Editor, RemoveExperts
+from editing.editors.moe_adaptor.codec import tensor_json
 from editing.editors.moe_adaptor.layer import MoEAdaptorLayer
 from editing.editors.moe_adaptor.training_tail import tail_matches_model
 from editing.host import ModelHost
 from editing.registry import build_editor
 from tests.helpers import TINY_EDITOR_CONFIGS
-from tests.tiny import batch, new_host, same, served
+from tests.tiny import batch, new_host, same, served, target_nll
 
 EDITS = [
     EditSpec(prompt="The Eiffel Tower is located in", target="Rome", subject="Eiffel Tower"),
@@ -220,3 +221,33 @@ def test_lemoe_routes_every_batch_to_its_own_expert_at_a_high_learning_rate() ->
         assert artifact.meta["routing_accuracy"] == 1.0 and artifact.meta["old_anchors_kept"] == 1.0
         editor.apply(artifact)
     assert editor.routes([s.prompt for s in specs]) == [f"b{i // 2}" for i in range(8)]  # type: ignore[attr-defined]
+
+
+def test_lemoe_keeps_a_subjects_earlier_fact_when_it_edits_another() -> None:
+    """Routing picks one expert per subject: the newer expert learns the subject's earlier edits."""
+    editor = make("lemoe")
+    capital = EditSpec(prompt="The capital of Japan is", target="Kyoto", subject="Japan")
+    currency = EditSpec(prompt="The currency of Japan is the", target="euro", subject="Japan")
+    before = target_nll(editor.host, capital.prompt, capital.target)
+    editor.apply(editor.compute(batch(capital, batch_id="b1")))
+    second = editor.compute(batch(currency, batch_id="b2"))
+    assert second.meta["carried"] == 1
+    assert tensor_json(second.tensors["edits"]) == [
+        [currency.prompt, "euro", "Japan"], [capital.prompt, "Kyoto", "Japan"]
+    ]
+    editor.apply(second)
+    assert editor.routes([capital.prompt, currency.prompt]) == ["b2", "b2"]  # type: ignore[attr-defined]
+    assert target_nll(editor.host, capital.prompt, capital.target) < before / 4
+    again = editor.compute(batch(EditSpec(prompt=capital.prompt, target="Osaka", subject="Japan"), batch_id="b3"))
+    assert [p for p, _, _ in tensor_json(again.tensors["edits"])] == [capital.prompt, currency.prompt]
+    assert again.meta["carried"] == 1  # the new target of the same prompt replaces the old one
+
+
+def test_lemoe_loads_experts_saved_before_they_held_their_edits() -> None:
+    editor = make("lemoe")
+    editor.apply(editor.compute(batch(EDITS[0])))
+    saved = {k: v for k, v in editor.state_tensors().items() if not k.endswith("/edits")}
+    fresh = make("lemoe")
+    fresh.load_state_tensors(saved)
+    assert tensor_json(fresh.state_tensors()["b1/edits"]) == []
+    assert fresh.routes([EDITS[0].prompt]) == ["b1"]  # type: ignore[attr-defined]

@@ -87,6 +87,13 @@ class LEMoEConfig(MoEAdaptorConfig):
     calibration_file: str | None = Field(
         None, description="JSON list of unrelated prompts for the threshold; unset = the built-in set."
     )
+    subject_weight: float = Field(
+        0.0,
+        ge=0,
+        description="With from_subject: weight of a second target loss with the bypass on the subject's "
+        "tokens alone, so they carry the fact by themselves (rephrases keep the subject, not the words "
+        "after it); 0 = off.",
+    )
     train_chat: bool = Field(
         True, description="Also train each edit inside the model's chat template (when it has one): the "
         "prompt asked as a user turn, answered by the assistant starting with the prompt, so chat-form "

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as nnf
 
+from editing.editors.moe_adaptor.codec import tensor_json
 from editing.editors.moe_adaptor.experts import EXPERT_FIELDS, dispatch, swiglu, top_k_gate
 
 
@@ -258,6 +259,7 @@ class LEMoEExpert(nn.Module):
     anchors: Tensor  # (n, d)
     seq: Tensor  # () int64
     subjects: Tensor  # (bytes,) uint8 JSON list
+    edits: Tensor  # (bytes,) uint8 JSON list of [prompt, target, subject] the expert was trained on
 
     def __init__(self, tensors: dict[str, Tensor], *, dtype: torch.dtype) -> None:
         super().__init__()
@@ -270,6 +272,11 @@ class LEMoEExpert(nn.Module):
         self.register_buffer("anchors", tensors["anchors"].float())  # (n, d)
         self.register_buffer("seq", tensors["seq"].to(torch.int64).reshape(()))  # ()
         self.register_buffer("subjects", tensors["subjects"].to(torch.uint8))  # (bytes,)
+        self.register_buffer("edits", tensors["edits"].to(torch.uint8))  # (bytes,)
+
+    def edits_held(self) -> list[tuple[str, str, str]]:
+        """(prompt, target, subject) of every edit this expert was trained on."""
+        return [(str(p), str(t), str(s)) for p, t, s in tensor_json(self.edits) or []]
 
     def tensors(self) -> dict[str, Tensor]:
         """Every tensor of the expert: floats as fp32, the rest as stored."""
@@ -282,7 +289,7 @@ class LEMoEExpert(nn.Module):
         return swiglu(x.to(self.down_proj.dtype), self.gate_proj, self.up_proj, self.down_proj)
 
 
-LEMOE_FIELDS = (*EXPERT_FIELDS, "key", "proj_down", "proj_up", "center", "tau", "anchors", "seq", "subjects")
+LEMOE_FIELDS = (*EXPERT_FIELDS, "key", "proj_down", "proj_up", "center", "tau", "anchors", "seq", "subjects", "edits")
 
 
 class LEMoELayer(MoEAdaptorLayer):

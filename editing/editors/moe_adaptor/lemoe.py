@@ -2,8 +2,11 @@
 
 State (`state_tensors`): every expert's tensors under `<batch id>/<field>`; `seq` keeps the
 insertion order. The artifact of a batch is exactly the new expert (weights, key, projection,
-centre, threshold, the batch's routing anchors and subjects); `apply` inserts it keyed by batch
-id and returns `RemoveExperts((batch_id,))`.
+centre, threshold, the batch's routing anchors, subjects and the edits it was trained on);
+`apply` inserts it keyed by batch id and returns `RemoveExperts((batch_id,))`.
+
+Routing picks one expert per subject, so a new expert also learns the earlier edits of its
+subjects (`_carried`), read from the experts that hold them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from contract.protocol import EditSpec
 from editing.artifacts import EditArtifact
 from editing.editors.base import EditBatch, RemoveExperts, Undo
 from editing.editors.moe_adaptor import key_match as keys
@@ -29,6 +33,10 @@ from editing.editors.moe_adaptor.subjects import SubjectIndex
 logger = logging.getLogger(__name__)
 
 ARTIFACT_FIELDS = tuple(f for f in LEMOE_FIELDS if f != "seq")
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).casefold()
 
 
 class LEMoEEditor(MoEAdaptorEditor):
@@ -59,6 +67,7 @@ class LEMoEEditor(MoEAdaptorEditor):
             batch_id, _, name = key.rpartition("/")
             grouped.setdefault(batch_id, {})[name] = tensor
         for batch_id, tensors in grouped.items():
+            tensors.setdefault("edits", json_tensor([]))  # state saved before experts held their edits
             self._check_expert(batch_id, tensors, LEMOE_FIELDS)
         self.layer.clear()
         for batch_id, tensors in sorted(grouped.items(), key=lambda kv: int(kv[1]["seq"])):
@@ -159,13 +168,33 @@ class LEMoEEditor(MoEAdaptorEditor):
     def compute(self, batch: EditBatch) -> EditArtifact:
         self._refresh()
         subjects = self.subjects(batch)
-        trained, trained_subjects = self._training_rows(batch, subjects)
+        carried = self._carried(batch, subjects)
+        held = EditBatch(batch.batch_id, (*batch.edits, *carried))
+        held_subjects = subjects + [str(e.subject) for e in carried]
+        trained, trained_subjects = self._training_rows(held, held_subjects)
         data = TrainingSet.build(self, trained, trained_subjects)
         trainer = Trainer(editor=self, data=data, generator=batch_generator(self.config.seed, batch))
         tensors, meta = trainer.run()
-        tensors["subjects"] = json_tensor(subjects)
+        tensors["subjects"] = json_tensor(held_subjects)
+        held_rows = [[e.prompt, e.target, s] for e, s in zip(held.edits, held_subjects, strict=True)]
+        tensors["edits"] = json_tensor(held_rows)
         inferred = [s for s, e in zip(subjects, batch.edits, strict=True) if not e.subject]
-        return self._artifact(tensors, batch_id=batch.batch_id, inferred_subjects=inferred, **meta)
+        return self._artifact(
+            tensors, batch_id=batch.batch_id, inferred_subjects=inferred, carried=len(carried), **meta
+        )
+
+    def _carried(self, batch: EditBatch, subjects: list[str]) -> list[EditSpec]:
+        """The earlier experts' edits of the batch's subjects (newest per prompt, none of the batch's
+        prompts). Routing picks one expert per subject, so the new expert must hold every current
+        fact of its subjects: an edit of Japan's currency after one of its capital keeps the capital."""
+        wanted = {_norm(s) for s in subjects}
+        own = {_norm(e.prompt) for e in batch.edits}
+        found: dict[str, EditSpec] = {}
+        for _, expert in self.layer.ordered():
+            for prompt, target, subject in expert.edits_held():
+                if _norm(subject) in wanted and _norm(prompt) not in own:
+                    found[_norm(prompt)] = EditSpec(prompt=prompt, target=target, subject=subject)
+        return list(found.values())
 
     def _training_rows(self, batch: EditBatch, subjects: list[str]) -> tuple[EditBatch, list[str]]:
         """The batch, plus (train_chat) each edit as the assistant's answer to its prompt asked in chat."""
@@ -177,12 +206,13 @@ class LEMoEEditor(MoEAdaptorEditor):
     def apply(self, artifact: EditArtifact) -> Undo:
         self._check_artifact(artifact)
         batch_id = str(artifact.meta.get("batch_id", ""))
-        self._check_expert(batch_id, artifact.tensors, ARTIFACT_FIELDS)
+        tensors = {"edits": json_tensor([]), **artifact.tensors}  # artifacts from before experts held their edits
+        self._check_expert(batch_id, tensors, ARTIFACT_FIELDS)
         if batch_id in self.layer.moe_experts:
             raise ValueError(f"lemoe already holds an expert for batch {batch_id}")
         ordered = self.layer.ordered()
         seq = int(ordered[-1][1].seq.item()) + 1 if ordered else 0
-        self.layer.insert(batch_id, {**artifact.tensors, "seq": torch.tensor(seq)})
+        self.layer.insert(batch_id, {**tensors, "seq": torch.tensor(seq)})
         return RemoveExperts((batch_id,))
 
     def restore(self, undo: Undo) -> None:
