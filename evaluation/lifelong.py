@@ -131,13 +131,24 @@ def curve_edits(config: StreamConfig) -> list[int]:
 
 
 def run_lifelong(
-    load_host: HostLoader, cases: Sequence[EditCase], editors: Sequence[EditorRun], config: StreamConfig
+    load_host: HostLoader,
+    cases: Sequence[EditCase],
+    editors: Sequence[EditorRun],
+    config: StreamConfig,
+    on_editor: Callable[[RunResult], None] | None = None,
 ) -> RunResult:
-    """Baseline plus every editor on the same stream; see the module docstring."""
+    """Baseline plus every editor on the same stream; see the module docstring. `on_editor` gets
+    the result so far after each editor (a long run keeps what it finished if it is stopped)."""
     started = time.perf_counter()
     stream = select_stream(cases, config)
     baseline, reference = run_baseline(load_host, stream, config)
-    results = [run_editor(load_host, stream, run, config, reference) for run in editors]
+    results: list[EditorResult] = []
+    for run in editors:
+        results.append(run_editor(load_host, stream, run, config, reference))
+        so_far = RunResult(config=config, runs=list(editors[: len(results)]), cases=stream, baseline=baseline,
+                           editors=list(results), wall_s=time.perf_counter() - started)
+        if on_editor is not None:
+            on_editor(so_far)
     return RunResult(config=config, runs=list(editors), cases=stream, baseline=baseline, editors=results,
                      wall_s=time.perf_counter() - started)
 

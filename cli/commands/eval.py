@@ -133,12 +133,13 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / time.strftime("eval-%Y%m%d-%H%M%S")
     logger.info("eval: %d x %d edits, editors %s, out %s", config.turns, config.edits_per_turn,
                 [r.name for r in runs] or "none", out)
-    result = run_lifelong(lambda: load_host(settings), cases, runs, config)
-    meta = {
-        "dataset": dataset_info(args.data, args.format),
-        "model": dict(result.baseline.describe),
-        "git": git_info(), "environment": environment_info(),
-    }
-    doc = write_report(result, out, meta, per_case=args.per_case)
+    fixed = {"dataset": dataset_info(args.data, args.format), "git": git_info(), "environment": environment_info()}
+
+    def report(result: Any) -> dict[str, Any]:
+        """results.json/.md of the editors finished so far (rewritten after each one)."""
+        meta = {**fixed, "model": dict(result.baseline.describe)}
+        return write_report(result, out, meta, per_case=args.per_case)
+
+    doc = report(run_lifelong(lambda: load_host(settings), cases, runs, config, on_editor=report))
     sys.stdout.write((out / "results.md").read_text(encoding="utf-8") + "\n")
     return 1 if any(r["error"] for r in doc["results"].values()) else 0

@@ -47,7 +47,10 @@ def test_curve_points_and_stream_selection() -> None:
 def test_ft_stream_beats_the_base_model_and_writes_a_report(tmp_path: Path) -> None:
     config = StreamConfig(turns=2, edits_per_turn=2, curve_every=1)
     runs = [EditorRun("ft", TINY_EDITOR_CONFIGS["ft"]), EditorRun("ft_missing_editor")]
-    result = run_lifelong(new_host, _cases(5), runs, config)
+    seen: list[list[str]] = []
+    result = run_lifelong(new_host, _cases(5), runs, config,
+                          on_editor=lambda so_far: seen.append([r.name for r in so_far.editors]))
+    assert seen == [["ft"], ["ft", "ft_missing_editor"]]  # a stopped run keeps the editors it finished
     ft, broken = result.editors
     assert broken.error is not None and "ft_missing_editor" in broken.error
     assert ft.error is None and [t.turn for t in ft.turns] == [0, 1]
