@@ -9,7 +9,9 @@ applied. After the last one, on the final revision, the benchmark asks:
 - GS: each hand-written rephrase (other wording, same subject) names the new target;
 - chat ES: the question in chat form (`messages`, the model's chat template) names the new target;
 - kept: each unrelated neighbour (same and other templates, never sent) still names its answer —
-  counted over the neighbours the base model got right before the first edit.
+  counted over the neighbours the base model got right before the first edit;
+- fluent: the answers to the prompts, rephrases and chat questions that do not say one word three
+  times (`repetitive`), after the edits and (fluent_before) on the base model.
 
 A name "is in" a continuation when it appears among its first words (case-insensitive). The
 guard runs with its defaults; an edit it rejects counts as not applied (ES 0 for that fact).
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,14 @@ def names(text: str, name: str, words: int = 8) -> bool:
     """Whether `name` appears among the first `words` words of `text` (case-insensitive)."""
     head = " ".join(re.findall(r"\S+", text)[:words]).lower()
     return re.search(rf"(?<!\w){re.escape(name.lower())}(?!\w)", head) is not None
+
+
+def repetitive(text: str, words: int = 24) -> bool:
+    """Whether a word of 4+ letters is said three times or more in the first `words` words
+    ("Kyoto Kyoto Kyoto", "the euro is the euro, the euro is …"): the degenerate answers an
+    over-driven edit gives, which the name counts above do not see."""
+    counts = Counter(w.lower() for w in re.findall(r"[A-Za-z]+", text)[:words] if len(w) >= 4)
+    return bool(counts) and max(counts.values()) >= 3
 
 
 def ask(client: httpx.Client, body: dict[str, Any]) -> tuple[str, int]:
@@ -126,10 +137,13 @@ def score(data: dict[str, Any], before: dict[str, list[str]], after: dict[str, l
     broken = [{"prompt": data["neighbours"][i]["prompt"], "before": before["neighbours"][i],
                "after": after["neighbours"][i]} for i, ok in zip(known, kept, strict=True) if not ok]
     base_right = [names(t, e["true"]) for t, e in zip(before["edits"], edits, strict=True)]
+    answers = ("edits", "rephrases", "chat")
     return {
         "edits": len(edits), "applied": statuses.count("applied"), "statuses": statuses,
         "base_right": sum(base_right), "ES": _mean(es), "GS": _mean(gs), "chat_ES": _mean(chat),
         "chat_base_right": sum(chat_before), "neighbours_known": len(known), "kept": _mean(kept),
+        "fluent": _mean([not repetitive(t) for k in answers for t in after[k]]),
+        "fluent_before": _mean([not repetitive(t) for k in answers for t in before[k]]),
         "broken": broken, "missed": [e["prompt"] for e, ok in zip(edits, es, strict=True) if not ok],
     }
 
@@ -176,7 +190,7 @@ def main() -> None:
         result = run_one(editor, args.url, data)
         results.append(result)
         summary = {k: result[k] for k in ("editor", "applied", "ES", "GS", "chat_ES", "kept", "neighbours_known",
-                                          "edit_seconds_median")}
+                                          "fluent", "fluent_before", "edit_seconds_median")}
         sys.stdout.write(json.dumps(summary) + "\n")
         sys.stdout.flush()
     if args.out:

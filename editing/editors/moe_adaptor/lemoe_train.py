@@ -42,6 +42,7 @@ class TrainingSet:
     prompt_rows: int  # the first prompt_rows positives are prompt-only (what generation sees)
     positions: Tensor | None  # (B, L) bool positions that get the bypass (None = all)
     subject_positions: Tensor | None  # (B, L) bool the subject's own tokens (subject_weight > 0 only)
+    base_next: Tensor | None  # (B, V) unedited log-probs of the token after each target (continue_weight > 0)
 
     @classmethod
     def build(cls, editor: LEMoEEditor, batch: EditBatch, subjects: list[str]) -> TrainingSet:
@@ -83,12 +84,19 @@ class TrainingSet:
                 old_out=old_out,
                 prompt_rows=len(e_p),
                 positions=editor.token_mask(matches, tokens.input_ids.shape),
+                base_next=_base_next(editor, prefix) if editor.config.continue_weight > 0 else None,
                 subject_positions=(
                     editor.token_mask(_matches(editor, tokens, subjects, "subject"), tokens.input_ids.shape)
                     if subject_only
                     else None
                 ),
             )
+
+
+def _base_next(editor: LEMoEEditor, prefix: Prefix) -> Tensor:
+    """(B, V) the unedited model's log-probs of the token after each row's target."""
+    logits = tail_logits(editor.host.model, layer=editor.layer_index, prefix=prefix, bypass=None, ends=True)
+    return nnf.log_softmax(logits[len(prefix.labels) :], dim=-1)
 
 
 def _matches(
@@ -182,15 +190,23 @@ class Trainer:
         old = torch.einsum("bt,tbld->bld", g[:, : self.t], self.data.old_out)
         return (old + g[:, self.t, None, None] * new) * mask
 
-    def lm_loss(self, s_pos: Tensor, positions: Tensor | None) -> Tensor:
-        """Mean target NLL with the bypass at `positions`."""
+    def lm_loss(self, s_pos: Tensor, positions: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(mean target NLL, loss term) with the bypass at `positions`. The term adds (continue_weight)
+        the KL from the unedited model's next token after each row's target to the edited one's."""
+        base_next = self.data.base_next
         logits = tail_logits(
             self.editor.host.model,
             layer=self.editor.layer_index,
             prefix=self.data.prefix,
             bypass=self.config.scale * self.bypass(s_pos, positions),
+            ends=base_next is not None,
         )
-        return target_nll(logits, self.data.prefix)
+        nll = target_nll(logits[: len(self.data.prefix.labels)], self.data.prefix)
+        if base_next is None:
+            return nll, nll
+        edited = nnf.log_softmax(logits[len(self.data.prefix.labels) :], dim=-1)  # (B, V)
+        kl = nnf.kl_div(edited, base_next, log_target=True, reduction="batchmean")
+        return nll, nll + self.config.continue_weight * kl
 
     def routed_right(self, s_pos: Tensor) -> Tensor:
         """(P,) whether each positive's top-1 expert is the new one."""
@@ -213,11 +229,11 @@ class Trainer:
         lm_value, step = float("inf"), 0
         for step in range(self.config.steps + 1):
             s_pos = keys.score_one(self.data.positives, self.router())  # (P,)
-            lm = self.lm_loss(s_pos, self.data.positions)
-            lm_value = float(lm.item())
+            nll, lm = self.lm_loss(s_pos, self.data.positions)
+            lm_value = float(nll.item())
             if self.data.subject_positions is not None:  # the subject's tokens alone must carry the fact too
-                lm_subject = self.lm_loss(s_pos, self.data.subject_positions)
-                lm_value = max(lm_value, float(lm_subject.item()))
+                nll_subject, lm_subject = self.lm_loss(s_pos, self.data.subject_positions)
+                lm_value = max(lm_value, float(nll_subject.item()))
                 lm = lm + self.config.subject_weight * lm_subject
             routed = bool(self.routed_right(s_pos.detach()).all())
             if (lm_value < self.config.stop_loss and routed) or step == self.config.steps:
