@@ -3,8 +3,6 @@ to its prompt asked in the chat template, so a chat-form question sees the edit.
 
 from __future__ import annotations
 
-import torch
-
 from contract.protocol import EditSpec
 from editing.editors.moe_adaptor.lemoe import LEMoEEditor
 from editing.host import ModelHost

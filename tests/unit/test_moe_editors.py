@@ -252,22 +252,3 @@ def test_lemoe_loads_experts_saved_before_they_held_their_edits() -> None:
     assert tensor_json(fresh.state_tensors()["b1/edits"]) == []
     assert fresh.routes([EDITS[0].prompt]) == ["b1"]  # type: ignore[attr-defined]
 
-
-@torch.no_grad()
-def _after_target(host: ModelHost, spec: EditSpec) -> torch.Tensor:
-    """(V,) log-probs of the token after `spec`'s prompt and target."""
-    tokens = host.encode_pairs([(spec.prompt, spec.target)])
-    ids = tokens.input_ids[:, : int(tokens.attention_mask.sum())]
-    return torch.log_softmax(host.model(input_ids=ids).logits[0, -1].float(), dim=-1)
-
-
-def test_lemoe_continue_weight_keeps_what_follows_the_target_as_the_base_model_has_it() -> None:
-    spec = EditSpec(prompt="The capital of Japan is", target="Kyoto", subject="Japan")
-    drift = {}
-    for weight in (0.0, 1.0):
-        editor = make("lemoe", continue_weight=weight, bypass_tokens="from_subject")
-        base = _after_target(editor.host, spec)
-        editor.apply(editor.compute(batch(spec)))
-        after = _after_target(editor.host, spec)
-        drift[weight] = float(torch.nn.functional.kl_div(after, base, log_target=True, reduction="sum"))
-    assert drift[1.0] < drift[0.0] / 10, drift

@@ -17,7 +17,7 @@ from editing.editors.base import EditBatch, Editor
 from editing.editors.moe_adaptor.anchor import AnchorEmbedder
 from editing.editors.moe_adaptor.config import MoEAdaptorConfig
 from editing.editors.moe_adaptor.layer import MoEAdaptorLayer, Plan
-from editing.editors.moe_adaptor.positions import BypassTokens, char_spans, span_mask
+from editing.editors.moe_adaptor.positions import char_spans, span_mask
 from editing.editors.moe_adaptor.routing import PrefillHook
 from editing.editors.moe_adaptor.subjects import SubjectIndex, infer_subject
 from editing.editors.moe_adaptor.training_tail import Prefix, capture_prefix, tail_matches_model
@@ -111,24 +111,20 @@ class MoEAdaptorEditor(Editor):
             out.append(subject)
         return out
 
-    def match(
-        self, ids: Tensor, mask: Tensor | None, index: SubjectIndex, mode: BypassTokens | None = None
-    ) -> list[Match | None]:
-        """Per row of ids (B, L): the longest edited subject it mentions (with its positions under
-        `mode`, default the config's bypass_tokens), or None."""
-        mode = mode or self.config.bypass_tokens
+    def match(self, ids: Tensor, mask: Tensor | None, index: SubjectIndex) -> list[Match | None]:
+        """Per row of ids (B, L): the longest edited subject it mentions (with its positions), or None."""
         out: list[Match | None] = []
         for i in range(ids.shape[0]):
             real = torch.ones(ids.shape[1], dtype=torch.bool) if mask is None else mask[i].bool().cpu()
             row = ids[i].cpu()[real].tolist()
             text = str(self.host.tokenizer.decode(row, skip_special_tokens=True))
             found = index.find(text)
-            if found is None or mode == "all":
+            if found is None or self.config.bypass_tokens == "all":
                 out.append(None if found is None else Match(found[0], None))
                 continue
             _, spans = char_spans(self.host.tokenizer, row)
             tokens = torch.zeros(ids.shape[1], dtype=torch.bool)
-            tokens[real] = span_mask(spans, found[1], found[2], mode)
+            tokens[real] = span_mask(spans, found[1], found[2], self.config.bypass_tokens)
             out.append(Match(found[0], tokens))
         return out
 

@@ -87,19 +87,6 @@ class LEMoEConfig(MoEAdaptorConfig):
     calibration_file: str | None = Field(
         None, description="JSON list of unrelated prompts for the threshold; unset = the built-in set."
     )
-    subject_weight: float = Field(
-        0.0,
-        ge=0,
-        description="With from_subject: weight of a second target loss with the bypass on the subject's "
-        "tokens alone, so they carry the fact by themselves (rephrases keep the subject, not the words "
-        "after it); 0 = off.",
-    )
-    continue_weight: float = Field(
-        0.0,
-        ge=0,
-        description="Weight of a KL term that keeps the token after each trained target as the unedited "
-        "model would predict it after that target (answers go on fluently instead of repeating it); 0 = off.",
-    )
     train_chat: bool = Field(
         True, description="Also train each edit inside the model's chat template (when it has one): the "
         "prompt asked as a user turn, answered by the assistant starting with the prompt, so chat-form "

@@ -11,13 +11,10 @@ from torch.nn import functional as nnf
 
 from editing.editors.base import EditBatch
 from editing.editors.moe_adaptor import key_match as keys
-from editing.editors.moe_adaptor.adaptor_editor import Match
 from editing.editors.moe_adaptor.experts import EXPERT_FIELDS, init_expert, swiglu
 from editing.editors.moe_adaptor.layer import LEMoEExpert, mlp_dims
-from editing.editors.moe_adaptor.positions import BypassTokens
 from editing.editors.moe_adaptor.subjects import SubjectIndex
 from editing.editors.moe_adaptor.training_tail import Prefix, tail_logits, target_nll
-from editing.host import TokenBatch
 
 if TYPE_CHECKING:
     from editing.editors.moe_adaptor.lemoe import LEMoEEditor
@@ -41,8 +38,6 @@ class TrainingSet:
     old_out: Tensor  # (t, B, L, d) frozen experts' outputs on the batch (soft mixture only)
     prompt_rows: int  # the first prompt_rows positives are prompt-only (what generation sees)
     positions: Tensor | None  # (B, L) bool positions that get the bypass (None = all)
-    subject_positions: Tensor | None  # (B, L) bool the subject's own tokens (subject_weight > 0 only)
-    base_next: Tensor | None  # (B, V) unedited log-probs of the token after each target (continue_weight > 0)
 
     @classmethod
     def build(cls, editor: LEMoEEditor, batch: EditBatch, subjects: list[str]) -> TrainingSet:
@@ -53,8 +48,10 @@ class TrainingSet:
         )
         e_p, _, _ = editor.instance(prompt_ids, prompt_mask, subjects)
         e_pt, _, _ = editor.instance(tokens.input_ids, tokens.attention_mask, subjects)
-        matches = _matches(editor, tokens, subjects)
-        subject_only = editor.config.subject_weight > 0 and editor.config.bypass_tokens == "from_subject"
+        matches = [
+            editor.match(tokens.input_ids[i : i + 1], tokens.attention_mask[i : i + 1], SubjectIndex([s]))[0]
+            for i, s in enumerate(subjects)
+        ]
         positives = torch.cat([e_p, e_pt])  # (2n, d)
         experts = [e for _, e in editor.layer.ordered()]
         t = len(experts)
@@ -84,29 +81,7 @@ class TrainingSet:
                 old_out=old_out,
                 prompt_rows=len(e_p),
                 positions=editor.token_mask(matches, tokens.input_ids.shape),
-                base_next=_base_next(editor, prefix) if editor.config.continue_weight > 0 else None,
-                subject_positions=(
-                    editor.token_mask(_matches(editor, tokens, subjects, "subject"), tokens.input_ids.shape)
-                    if subject_only
-                    else None
-                ),
             )
-
-
-def _base_next(editor: LEMoEEditor, prefix: Prefix) -> Tensor:
-    """(B, V) the unedited model's log-probs of the token after each row's target."""
-    logits = tail_logits(editor.host.model, layer=editor.layer_index, prefix=prefix, bypass=None, ends=True)
-    return nnf.log_softmax(logits[len(prefix.labels) :], dim=-1)
-
-
-def _matches(
-    editor: LEMoEEditor, tokens: TokenBatch, subjects: list[str], mode: BypassTokens | None = None
-) -> list[Match | None]:
-    """Each row's match of its own subject (positions under `mode`, default the config's)."""
-    return [
-        editor.match(tokens.input_ids[i : i + 1], tokens.attention_mask[i : i + 1], SubjectIndex([s]), mode)[0]
-        for i, s in enumerate(subjects)
-    ]
 
 
 def _without(anchors: Tensor, owners: Tensor, positives: Tensor) -> tuple[Tensor, Tensor]:
@@ -176,12 +151,11 @@ class Trainer:
             loss = loss + nnf.softplus(gap / temp).mean()
         return loss
 
-    def bypass(self, s_pos: Tensor, positions: Tensor | None) -> Tensor:
-        """(B, L, d) fp32 at `positions` (None = all): the new expert alone (hard) or the soft
-        mixture over all experts."""
+    def bypass(self, s_pos: Tensor) -> Tensor:
+        """(B, L, d) fp32: the new expert alone (hard) or the soft mixture over all experts."""
         x = self.data.prefix.x.float()
         new = swiglu(x.reshape(-1, x.shape[-1]), *(self.params[k] for k in EXPERT_FIELDS)).reshape(x.shape)
-        mask = 1.0 if positions is None else positions.unsqueeze(-1)  # (B, L, 1)
+        mask = 1.0 if self.data.positions is None else self.data.positions.unsqueeze(-1)  # (B, L, 1)
         if self.config.train_mixture == "hard" or self.t == 0:
             return new * mask
         n = self.data.prompt_rows
@@ -189,24 +163,6 @@ class Trainer:
         g = torch.softmax(logits / self.config.route_temperature, dim=1)  # (B, t+1)
         old = torch.einsum("bt,tbld->bld", g[:, : self.t], self.data.old_out)
         return (old + g[:, self.t, None, None] * new) * mask
-
-    def lm_loss(self, s_pos: Tensor, positions: Tensor | None) -> tuple[Tensor, Tensor]:
-        """(mean target NLL, loss term) with the bypass at `positions`. The term adds (continue_weight)
-        the KL from the unedited model's next token after each row's target to the edited one's."""
-        base_next = self.data.base_next
-        logits = tail_logits(
-            self.editor.host.model,
-            layer=self.editor.layer_index,
-            prefix=self.data.prefix,
-            bypass=self.config.scale * self.bypass(s_pos, positions),
-            ends=base_next is not None,
-        )
-        nll = target_nll(logits[: len(self.data.prefix.labels)], self.data.prefix)
-        if base_next is None:
-            return nll, nll
-        edited = nnf.log_softmax(logits[len(self.data.prefix.labels) :], dim=-1)  # (B, V)
-        kl = nnf.kl_div(edited, base_next, log_target=True, reduction="batchmean")
-        return nll, nll + self.config.continue_weight * kl
 
     def routed_right(self, s_pos: Tensor) -> Tensor:
         """(P,) whether each positive's top-1 expert is the new one."""
@@ -229,12 +185,16 @@ class Trainer:
         lm_value, step = float("inf"), 0
         for step in range(self.config.steps + 1):
             s_pos = keys.score_one(self.data.positives, self.router())  # (P,)
-            nll, lm = self.lm_loss(s_pos, self.data.positions)
-            lm_value = float(nll.item())
-            if self.data.subject_positions is not None:  # the subject's tokens alone must carry the fact too
-                nll_subject, lm_subject = self.lm_loss(s_pos, self.data.subject_positions)
-                lm_value = max(lm_value, float(nll_subject.item()))
-                lm = lm + self.config.subject_weight * lm_subject
+            lm = target_nll(
+                tail_logits(
+                    self.editor.host.model,
+                    layer=self.editor.layer_index,
+                    prefix=self.data.prefix,
+                    bypass=self.config.scale * self.bypass(s_pos),
+                ),
+                self.data.prefix,
+            )
+            lm_value = float(lm.item())
             routed = bool(self.routed_right(s_pos.detach()).all())
             if (lm_value < self.config.stop_loss and routed) or step == self.config.steps:
                 break

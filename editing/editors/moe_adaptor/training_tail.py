@@ -32,7 +32,6 @@ class Prefix:
     rows: Tensor  # (T,) batch row of each target token
     cols: Tensor  # (T,) position whose logits predict it
     labels: Tensor  # (T,) the target tokens
-    ends: Tensor  # (B,) position of each row's last target token (its logits predict what follows)
 
 
 @torch.no_grad()
@@ -62,8 +61,6 @@ def capture_prefix(model: nn.Module, *, layer: int, wrapper: MoEAdaptorLayer, to
         )
     kwargs = {k: v for k, v in seen["kwargs"].items() if k not in ("past_key_values", "cache", "use_cache")}
     rows, cols = tokens.target_mask.nonzero(as_tuple=True)  # (T,), (T,)
-    ends = torch.zeros(tokens.input_ids.shape[0], dtype=torch.long, device=cols.device)
-    ends = ends.scatter_reduce(0, rows, cols + 1, reduce="amax")  # (B,)
     return Prefix(
         x=seen["x"],
         h=seen["h"],
@@ -71,24 +68,16 @@ def capture_prefix(model: nn.Module, *, layer: int, wrapper: MoEAdaptorLayer, to
         rows=rows,
         cols=cols,
         labels=tokens.labels[rows, cols + 1],
-        ends=ends,
     )
 
 
-def tail_logits(
-    model: nn.Module, *, layer: int, prefix: Prefix, bypass: Tensor | None, ends: bool = False
-) -> Tensor:
-    """(T, V) fp32 logits at the target positions with `bypass` (B, L, d) added at layer l; with
-    `ends`, (T + B, V): each row's logits after its last target token follow."""
+def tail_logits(model: nn.Module, *, layer: int, prefix: Prefix, bypass: Tensor | None) -> Tensor:
+    """(T, V) fp32 logits at the target positions with `bypass` (B, L, d) added at layer l."""
     h = prefix.h if bypass is None else prefix.h + bypass.to(prefix.h.dtype)
     for block in decoder_layers(model)[layer + 1 :]:
         out = block(h, **prefix.layer_kwargs)
         h = out[0] if isinstance(out, tuple) else out
-    rows, cols = prefix.rows, prefix.cols
-    if ends:
-        rows = torch.cat([rows, torch.arange(len(prefix.ends), device=rows.device)])
-        cols = torch.cat([cols, prefix.ends])
-    picked = final_norm(model)(h[rows, cols])  # (T [+ B], d)
+    picked = final_norm(model)(h[prefix.rows, prefix.cols])  # (T, d)
     head = model.get_output_embeddings()  # type: ignore[operator]
     assert isinstance(head, nn.Module)
     return head(picked).float()
