@@ -218,7 +218,7 @@ def git_info() -> dict[str, Any]:
     """Commit and dirtiness of the checkout this package runs from (read-only git calls)."""
     import subprocess
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]  # the repository (evaluation/results.py)
 
     def git(*args: str) -> str | None:
         try:

@@ -132,3 +132,15 @@ def test_edits_withhold_the_test_probes_unless_asked() -> None:
     assert [e.prompt for e in withheld.edits] == [c.prompt for c in _cases(2)]
     assert all(not e.rephrases and not e.locality for e in withheld.edits)
     assert all(e.rephrases and e.locality for e in passed.edits)
+
+
+def test_git_info_names_this_checkouts_commit() -> None:
+    import subprocess
+
+    from evaluation.results import git_info
+
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    assert git_info()["commit"] == head.stdout.strip()
