@@ -143,14 +143,16 @@ def run_lifelong(
     stream = select_stream(cases, config)
     baseline, reference = run_baseline(load_host, stream, config)
     results: list[EditorResult] = []
+
+    def so_far() -> RunResult:
+        return RunResult(config=config, runs=list(editors[: len(results)]), cases=stream, baseline=baseline,
+                         editors=list(results), wall_s=time.perf_counter() - started)
+
     for run in editors:
         results.append(run_editor(load_host, stream, run, config, reference))
-        so_far = RunResult(config=config, runs=list(editors[: len(results)]), cases=stream, baseline=baseline,
-                           editors=list(results), wall_s=time.perf_counter() - started)
         if on_editor is not None:
-            on_editor(so_far)
-    return RunResult(config=config, runs=list(editors), cases=stream, baseline=baseline, editors=results,
-                     wall_s=time.perf_counter() - started)
+            on_editor(so_far())
+    return so_far()
 
 
 def run_baseline(

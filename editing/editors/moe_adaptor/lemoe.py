@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from contract.protocol import EditSpec
+from contract.subjects import normalise, subject_key
 from editing.artifacts import EditArtifact
 from editing.editors.base import EditBatch, RemoveExperts, Undo
 from editing.editors.moe_adaptor import key_match as keys
@@ -35,8 +36,9 @@ logger = logging.getLogger(__name__)
 ARTIFACT_FIELDS = tuple(f for f in LEMOE_FIELDS if f != "seq")
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.split()).casefold()
+def _with_edits(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """An expert's tensors; state and artifacts saved before experts stored their edits get none."""
+    return {"edits": json_tensor([]), **tensors}
 
 
 class LEMoEEditor(MoEAdaptorEditor):
@@ -66,8 +68,8 @@ class LEMoEEditor(MoEAdaptorEditor):
         for key, tensor in state.items():
             batch_id, _, name = key.rpartition("/")
             grouped.setdefault(batch_id, {})[name] = tensor
+        grouped = {batch_id: _with_edits(tensors) for batch_id, tensors in grouped.items()}
         for batch_id, tensors in grouped.items():
-            tensors.setdefault("edits", json_tensor([]))  # state saved before experts held their edits
             self._check_expert(batch_id, tensors, LEMOE_FIELDS)
         self.layer.clear()
         for batch_id, tensors in sorted(grouped.items(), key=lambda kv: int(kv[1]["seq"])):
@@ -187,13 +189,13 @@ class LEMoEEditor(MoEAdaptorEditor):
         """The earlier experts' edits of the batch's subjects (newest per prompt, none of the batch's
         prompts). Routing picks one expert per subject, so the new expert must hold every current
         fact of its subjects: an edit of Japan's currency after one of its capital keeps the capital."""
-        wanted = {_norm(s) for s in subjects}
-        own = {_norm(e.prompt) for e in batch.edits}
+        wanted = {subject_key(s) for s in subjects}
+        own = {normalise(e.prompt) for e in batch.edits}
         found: dict[str, EditSpec] = {}
         for _, expert in self.layer.ordered():
             for prompt, target, subject in expert.edits_held():
-                if _norm(subject) in wanted and _norm(prompt) not in own:
-                    found[_norm(prompt)] = EditSpec(prompt=prompt, target=target, subject=subject)
+                if subject_key(subject) in wanted and normalise(prompt) not in own:
+                    found[normalise(prompt)] = EditSpec(prompt=prompt, target=target, subject=subject)
         return list(found.values())
 
     def _training_rows(self, batch: EditBatch, subjects: list[str]) -> tuple[EditBatch, list[str]]:
@@ -206,7 +208,7 @@ class LEMoEEditor(MoEAdaptorEditor):
     def apply(self, artifact: EditArtifact) -> Undo:
         self._check_artifact(artifact)
         batch_id = str(artifact.meta.get("batch_id", ""))
-        tensors = {"edits": json_tensor([]), **artifact.tensors}  # artifacts from before experts held their edits
+        tensors = _with_edits(artifact.tensors)
         self._check_expert(batch_id, tensors, ARTIFACT_FIELDS)
         if batch_id in self.layer.moe_experts:
             raise ValueError(f"lemoe already holds an expert for batch {batch_id}")
