@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import tomllib
 import threading
 import time
 from collections.abc import Iterator
@@ -105,7 +106,9 @@ def service(args: argparse.Namespace, *, mode: str, model: str, source: Path | N
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     run = Stack(folder, env)
     try:
-        if mode == "embedded":
+        if source is not None:  # that commit's own `factpatch` entry point, not this tree's
+            run.spawn("serve", [sys.executable, "-c", entry_point(source), "serve"])
+        elif mode == "embedded":
             run.factpatch("serve", ["serve"])
         else:
             redis_port = free_port()
@@ -121,6 +124,15 @@ def service(args: argparse.Namespace, *, mode: str, model: str, source: Path | N
     finally:
         run.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def entry_point(tree: Path) -> str:
+    """Python code that runs the `factpatch` script as `tree`'s pyproject.toml declares it
+    (the module moved between commits: `workers.cli:main` before the package split)."""
+    scripts = tomllib.loads((tree / "pyproject.toml").read_text())["project"]["scripts"]
+    module, function = scripts["factpatch"].split(":")
+    return (f"import sys; sys.path.insert(0, {str(tree)!r}); "  # ahead of the cwd and this checkout
+            f"from {module} import {function}; sys.exit({function}(sys.argv[1:]))")
 
 
 def baseline_tree(ref: str) -> Path:
