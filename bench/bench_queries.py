@@ -32,9 +32,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import tomllib
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path

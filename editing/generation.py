@@ -179,7 +179,6 @@ class BatchDecoder:
     def decode(self, ids: list[int]) -> str:
         return str(self.host.tokenizer.decode(ids, skip_special_tokens=True))
 
-    @torch.no_grad()
     def run(
         self, requests: Sequence[GenerationRequest], *, alive: Callable[[list[int]], list[bool]] | None = None
     ) -> list[Generation]:
@@ -190,7 +189,8 @@ class BatchDecoder:
                 row.finish = "length"
         active = [i for i, row in enumerate(rows) if row.finish is None]
         if active:
-            self._loop(rows, active, alive)
+            with self.host.inference():
+                self._loop(rows, active, alive)
         for row in rows:
             row.flush()
         return [row.result() for row in rows]

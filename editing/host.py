@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from contract.errors import InvalidQueryError, PromptTooLongError, TargetNotFoundError
 from editing.generation import BatchDecoder, Generation, GenerationRequest, Sampling
+from editing.packed_linear import LinearPacks
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class ModelHost:
         model_id: str,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
+        packed_linear: bool = True,
     ) -> None:
         self.device = device or next(model.parameters()).device
         self.dtype = dtype or next(model.parameters()).dtype
@@ -122,6 +124,7 @@ class ModelHost:
         self._masters: dict[str, Tensor] = {}
         self._base: dict[str, Tensor] = {}
         self._row_listeners: list[Callable[[Tensor], None]] = []
+        self.packs = LinearPacks(enabled=packed_linear and self.device.type == "cpu" and self.dtype == torch.float32)
 
     # ---- tracked parameters ------------------------------------------------------------------
     def parameter(self, name: str) -> nn.Parameter:
@@ -180,6 +183,13 @@ class ModelHost:
             digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
             digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
+
+    @contextmanager
+    def inference(self) -> Iterator[None]:
+        """No autograd, and the linear layers on oneDNN-packed weights where that applies (CPU,
+        fp32; `editing.packed_linear`): how queries and the guard's probes run the model."""
+        with torch.no_grad(), self.packs.active():
+            yield
 
     # ---- tokenisation ------------------------------------------------------------------------
     def encode_prompt(self, prompt: str) -> list[int]:
@@ -243,7 +253,8 @@ class ModelHost:
         if not rows:
             return [[] for _ in items]
         batch = self.pack_pairs(rows)
-        per_token = self.token_logprobs(self.logits(batch), batch)  # (N, L-1)
+        with self.inference():
+            per_token = self.token_logprobs(self.logits(batch), batch)  # (N, L-1)
         counts = batch.target_mask.sum(dim=1)  # (N,)
         flat = [(float(s), int(n)) for s, n in zip(per_token.sum(dim=1), counts, strict=True)]
         out, start = [], 0

@@ -24,7 +24,8 @@ def load_host(settings: Settings) -> ModelHost:
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     logger.info("loaded %s on %s as %s", settings.model, device, str(dtype).removeprefix("torch."))
-    return ModelHost(model=model, tokenizer=tokenizer, model_id=settings.model, device=device, dtype=dtype)
+    return ModelHost(model=model, tokenizer=tokenizer, model_id=settings.model, device=device, dtype=dtype,
+                     packed_linear=settings.packed_linear)
 
 
 def serving_threads(settings: Settings, *, cores: int | None = None) -> int | None:
