@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -79,10 +80,11 @@ def main() -> int:
     result["packs_mb"] = round(host.packs.nbytes / 1e6, 1)
     host.packs.enabled = False
     result["same_text"] = packed == host.greedy(PROMPTS, max_new_tokens=args.new_tokens)
-    print(json.dumps(result, indent=2))
+    text = json.dumps(result, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
+        args.out.write_text(text + "\n")
+    sys.stdout.write(text + "\n")
     return 0
 
 
