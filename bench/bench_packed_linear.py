@@ -12,7 +12,6 @@ the memory the packs hold.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -24,6 +23,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from editing.generation import GenerationRequest, Sampling
 from editing.host import ModelHost
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_out import emit  # noqa: E402
 
 PROMPTS = [f"Question {k}-0: the capital of" for k in range(8)]
 
@@ -80,11 +82,7 @@ def main() -> int:
     result["packs_mb"] = round(host.packs.nbytes / 1e6, 1)
     host.packs.enabled = False
     result["same_text"] = packed == host.greedy(PROMPTS, max_new_tokens=args.new_tokens)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit(result, args.out)
     return 0
 
 

@@ -25,7 +25,6 @@ with no queries, then again while 8 clients query; the latency of each.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -44,6 +43,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_redis import Stack, build_tiny, free_port, summary, wait_http, wait_workers  # noqa: E402
+from results_out import emit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_PROMPTS = [f"Question {k}-0: the capital of" for k in range(8)]
@@ -279,11 +279,7 @@ def main() -> int:
     finally:
         if tree is not None:
             shutil.rmtree(tree, ignore_errors=True)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit(result, args.out)
     return 0
 
 

@@ -35,6 +35,9 @@ from typing import Any
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_out import emit  # noqa: E402
+
 TIMINGS_ENV = "FP_BENCH_TIMINGS"
 EDITORS = {"ft": {"steps": 1, "lr": 2e-2, "norm_constraint": 1.0, "layer_fraction": 0.0}}
 
@@ -269,11 +272,7 @@ def main() -> int:
     sub.choices["throughput"].add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
     result = overhead(args) if args.what == "overhead" else throughput(args)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit(result, args.out)
     return 0
 
 
