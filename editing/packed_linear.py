@@ -81,9 +81,12 @@ class LinearPacks:
 
     def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         packed = self._packed(weight) if _eligible(x, weight, bias) else None
-        if packed is None:
-            return nnf.linear(x, weight, bias)
-        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+        if packed is not None:
+            try:
+                return _packed_linear(x, packed, bias)
+            except RuntimeError as exc:  # an input oneDNN refuses: answer it the default way
+                logger.warning("oneDNN linear failed on a %s input (%s); using torch's default", tuple(x.shape), exc)
+        return nnf.linear(x, weight, bias)
 
     def _packed(self, weight: nn.Parameter) -> Tensor | None:
         key = id(weight)
@@ -108,6 +111,10 @@ def _eligible(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
         return False
     tensors = (x, weight) if bias is None else (x, weight, bias)
     return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.layout == torch.strided for t in tensors)
+
+
+def _packed_linear(x: Tensor, packed: Tensor, bias: Tensor | None) -> Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
 def _pack(weight: Tensor) -> Tensor | None:

@@ -66,6 +66,20 @@ def test_with_gradients_or_temporary_weights_torch_runs_unchanged() -> None:
     assert packs.nbytes == 0
 
 
+def test_an_input_onednn_refuses_is_answered_the_default_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    import editing.packed_linear as module
+
+    def refuse(*args: object) -> torch.Tensor:
+        raise RuntimeError("unsupported input")
+
+    monkeypatch.setattr(module, "_packed_linear", refuse)
+    lin, packs, x = layer(), LinearPacks(), torch.randn(4, 24)
+    with torch.no_grad():
+        with packs.active():
+            got = lin(x)
+        assert torch.equal(got, lin(x))
+
+
 def test_disabled_packs_nothing() -> None:
     lin, packs = layer(), LinearPacks(enabled=False)
     with torch.no_grad(), packs.active():
