@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from results_out import emit  # the script's folder is on sys.path
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from editing.generation import GenerationRequest, Sampling
 from editing.host import ModelHost
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_out import emit  # noqa: E402
 
 PROMPTS = [f"Question {k}-0: the capital of" for k in range(8)]
 
